@@ -1,0 +1,129 @@
+"""The `registry-canary` commands: probe, check-config, seed."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from canary import __version__
+from canary.config import Config, ConfigError, load_config
+from canary.probe import probe_catalog
+from canary.registry.client import RegistryClient
+from canary.report import Progress, render_json, render_text
+from canary.seed import SeedReport, parse_size, render_pins, seed
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="registry-canary",
+        description="Pull long-lived images from container registries and verify every byte.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    probe = commands.add_parser("probe", help="pull the catalog once; exit 1 if any pull failed")
+    probe.add_argument("--config", required=True, help="catalog file (YAML)")
+    probe.add_argument(
+        "--environment",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only this environment (repeatable; default all)",
+    )
+    probe.add_argument("--format", choices=("text", "json"), default="text")
+
+    check = commands.add_parser("check-config", help="validate a catalog file; exit 2 if invalid")
+    check.add_argument("file")
+
+    seed = commands.add_parser(
+        "seed", help="push synthetic images for entries an environment lacks, and print their pins"
+    )
+    seed.add_argument("--config", required=True)
+    seed.add_argument("--environment", required=True, metavar="NAME")
+    seed.add_argument("--layers", type=int, default=2, help="layers per image (default 2)")
+    seed.add_argument(
+        "--layer-size",
+        default="16KiB",
+        help="bytes per layer, e.g. 4096, 64KiB, 32MiB (default 16KiB)",
+    )
+    return parser
+
+
+def _environments(config: Config, names: Sequence[str]) -> tuple[str, ...]:
+    known = {env.name for env in config.environments}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise _UsageError(
+            f"unknown environment {unknown[0]!r}; the config has {', '.join(sorted(known))}"
+        )
+    return tuple(names)
+
+
+def _probe(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    environments = _environments(config, args.environment)
+    total = sum(1 for _ in config.targets(environments))
+    progress = Progress(total)
+    results = asyncio.run(probe_catalog(config, environments, on_result=progress))
+    progress.finish()
+    sys.stdout.write(render_json(results) + "\n" if args.format == "json" else render_text(results))
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    pairs = sum(1 for _ in config.targets())
+    print(
+        f"{args.file}: valid: {len(config.environments)} environments, "
+        f"{len(config.images)} images, {pairs} probes per round"
+    )
+    return EXIT_OK
+
+
+def _seed(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    _environments(config, [args.environment])
+    try:
+        layer_size = parse_size(args.layer_size)
+    except ValueError as exc:
+        raise _UsageError(f"--layer-size: {exc}") from None
+    if args.layers < 1:
+        raise _UsageError("--layers must be at least 1")
+    environment = config.environment(args.environment)
+    images = [target.image for target in config.targets((args.environment,))]
+
+    async def run() -> list[SeedReport]:
+        async with RegistryClient(environment) as client:
+            return await seed(client, images, args.layers, layer_size)
+
+    reports = asyncio.run(run())
+    sys.stdout.write(render_pins(reports))
+    refused = [r for r in reports if r.action == "refused"]
+    for report in refused:
+        print(f"refused: {report.image.reference}: {report.detail}", file=sys.stderr)
+    return EXIT_FAILED if refused else EXIT_OK
+
+
+_COMMANDS = {"probe": _probe, "check-config": _check_config, "seed": _seed}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return EXIT_USAGE
+    except _UsageError as exc:
+        print(f"registry-canary {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,459 @@
+"""The catalog file: pydantic models, load_config(), and ConfigError with dotted locations."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+# Reference grammar from distribution's reference package (reference/regexp.go).
+_NAME_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
+REPOSITORY_RE = re.compile(rf"^{_NAME_COMPONENT}(?:/{_NAME_COMPONENT})*$")
+TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
+DIGEST_RE = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
+PLATFORM_RE = re.compile(r"^[a-z0-9_]+/[a-z0-9_]+(?:/[a-z0-9_.]+)?$")
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; `problems` holds (dotted location, reason) pairs."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        lines = [f"{self.source}: invalid configuration"]
+        lines += [f"  {loc}: {reason}" if loc else f"  {reason}" for loc, reason in self.problems]
+        return "\n".join(lines)
+
+
+def parse_duration(value: object) -> float:
+    """Turn `500ms`, `30s`, `5m` or `1h` into seconds."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError("a duration is a string such as 500ms, 30s, 5m or 1h")
+    if isinstance(value, int | float):
+        raise ValueError(f"duration {value!r} needs a unit: 500ms, 30s, 5m or 1h")
+    match = _DURATION_RE.match(value.strip())
+    if not match:
+        raise ValueError(f"{value!r} is not a duration such as 500ms, 30s, 5m or 1h")
+    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("a duration must be longer than zero")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class BlobCheck(StrEnum):
+    """How much of each layer a probe reads: all of it and verified, the first bytes, or a HEAD."""
+
+    GET = "get"
+    RANGE = "range"
+    HEAD = "head"
+
+
+def _platforms(value: object) -> object:
+    if value == "all":
+        return value
+    if isinstance(value, list | tuple):
+        for item in value:
+            if not isinstance(item, str) or not PLATFORM_RE.match(item):
+                raise ValueError(f"{item!r} is not a platform such as linux/amd64 or linux/arm/v7")
+        if not value:
+            raise ValueError("list at least one platform, or write `all`")
+        return tuple(value)
+    raise ValueError("platforms is `all` or a list such as [linux/amd64, linux/arm64]")
+
+
+Platforms = Annotated[Literal["all"] | tuple[str, ...], BeforeValidator(_platforms)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class Defaults(_Model):
+    interval: Duration = 60.0
+    timeout: Duration = 30.0
+    blob_check: BlobCheck = BlobCheck.GET
+    platforms: Platforms = "all"
+    # A data-loss outcome is fetched again after this pause before it is reported.
+    recheck_delay: Duration = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A secret read at start-up, remembered with where it came from; never printed."""
+
+    origin: str
+    value: SecretStr
+
+    def __repr__(self) -> str:
+        return f"Secret(origin={self.origin!r}, value='**********')"
+
+
+def _environ(info: ValidationInfo) -> Mapping[str, str]:
+    context = info.context or {}
+    environ: Mapping[str, str] = context.get("environ", os.environ)
+    return environ
+
+
+def _base_dir(info: ValidationInfo) -> Path:
+    context = info.context or {}
+    return Path(context.get("base_dir", "."))
+
+
+def _read_secret_file(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"file {path} does not exist") from None
+    except OSError as exc:
+        raise ValueError(f"file {path} cannot be read: {exc.strerror}") from None
+    return text.rstrip("\r\n")
+
+
+@dataclass(frozen=True, slots=True)
+class DockerConfig:
+    """The `auths` of a docker config.json or a Kubernetes .dockerconfigjson, by host."""
+
+    origin: str
+    auths: Mapping[str, tuple[str, SecretStr]]
+
+    def __repr__(self) -> str:
+        return f"DockerConfig(origin={self.origin!r}, hosts={sorted(self.auths)!r})"
+
+    def lookup(self, url: str) -> tuple[str, SecretStr] | None:
+        host = urlsplit(url).netloc
+        for key in (host, url.rstrip("/"), f"https://{host}", f"http://{host}"):
+            if key in self.auths:
+                return self.auths[key]
+        for key, value in self.auths.items():
+            if urlsplit(key if "://" in key else f"//{key}").netloc == host:
+                return value
+        return None
+
+
+def parse_docker_config(text: str, origin: str) -> DockerConfig:
+    """Read the credentials of a docker config; `auth` is base64 `user:password`."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{origin} is not JSON: {exc.msg} at line {exc.lineno}") from None
+    auths = document.get("auths") if isinstance(document, dict) else None
+    if not isinstance(auths, dict):
+        raise ValueError(f"{origin} has no `auths` object")
+    parsed: dict[str, tuple[str, SecretStr]] = {}
+    for host, entry in auths.items():
+        if not isinstance(entry, dict):
+            raise ValueError(f"{origin}: the entry for {host} is not an object")
+        if isinstance(entry.get("auth"), str) and entry["auth"]:
+            try:
+                decoded = base64.b64decode(entry["auth"], validate=True).decode("utf-8")
+            except (ValueError, UnicodeDecodeError):
+                raise ValueError(f"{origin}: the `auth` of {host} is not base64") from None
+            username, sep, password = decoded.partition(":")
+            if not sep:
+                raise ValueError(f"{origin}: the `auth` of {host} is not user:password")
+        elif isinstance(entry.get("username"), str) and isinstance(entry.get("password"), str):
+            username, password = entry["username"], entry["password"]
+        else:
+            raise ValueError(f"{origin}: the entry for {host} has no `auth` or username/password")
+        parsed[host] = (username, SecretStr(password))
+    return DockerConfig(origin=origin, auths=parsed)
+
+
+class Auth(_Model):
+    """Credentials for whatever the registry challenges with: Basic, or a Bearer token."""
+
+    username: str | None = None
+    password_env: Secret | None = None
+    password_file: Secret | None = None
+    docker_config: DockerConfig | None = None
+    # Present only to refuse them with a clear reason instead of "extra inputs".
+    password: None = None
+    token: None = None
+
+    @field_validator("password", "token", mode="before")
+    @classmethod
+    def _no_inline_secret(cls, value: object) -> None:
+        raise ValueError(
+            "secrets may not be written in the config; use password_env, password_file "
+            "or docker_config"
+        )
+
+    @field_validator("password_env", mode="before")
+    @classmethod
+    def _read_env(cls, value: object, info: ValidationInfo) -> Secret:
+        if not isinstance(value, str) or not value:
+            raise ValueError("name an environment variable")
+        environ = _environ(info)
+        if value not in environ:
+            raise ValueError(f"environment variable {value} is not set")
+        return Secret(origin=f"${value}", value=SecretStr(environ[value]))
+
+    @field_validator("password_file", mode="before")
+    @classmethod
+    def _read_file(cls, value: object, info: ValidationInfo) -> Secret:
+        if not isinstance(value, str) or not value:
+            raise ValueError("name a file")
+        path = _base_dir(info) / value
+        return Secret(origin=str(path), value=SecretStr(_read_secret_file(path)))
+
+    @field_validator("docker_config", mode="before")
+    @classmethod
+    def _read_docker_config(cls, value: object, info: ValidationInfo) -> DockerConfig:
+        if not isinstance(value, str) or not value:
+            raise ValueError("name a docker config file")
+        path = _base_dir(info) / value
+        return parse_docker_config(_read_secret_file(path), str(path))
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Auth:
+        sources = [self.password_env, self.password_file, self.docker_config]
+        if sum(source is not None for source in sources) != 1:
+            raise ValueError("give exactly one of password_env, password_file or docker_config")
+        if self.docker_config is None and not self.username:
+            raise ValueError("username is required with password_env or password_file")
+        if self.docker_config is not None and self.username:
+            raise ValueError("username comes from docker_config; do not set both")
+        return self
+
+
+def _registry_url(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("url is a string such as https://registry.example.com")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL such as https://registry.example.com")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("credentials may not be written in the URL; use auth")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("url is the registry's origin only, without a path (the /v2/ is implied)")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ValueError(f"{value!r} has an invalid port") from None
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class Environment(_Model):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+    url: Annotated[str, BeforeValidator(_registry_url)]
+    auth: Auth | None = None
+    tls_verify: bool = True
+    ca_file: Path | None = None
+    concurrency: Annotated[int, Field(ge=1, le=256)] = 4
+    interval: Duration | None = None
+    timeout: Duration | None = None
+
+    @field_validator("ca_file", mode="after")
+    @classmethod
+    def _ca_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        path = _base_dir(info) / value
+        if not path.is_file():
+            raise ValueError(f"file {path} does not exist")
+        return path
+
+    @model_validator(mode="after")
+    def _check(self) -> Environment:
+        if self.ca_file is not None and not self.tls_verify:
+            raise ValueError("ca_file has no use with tls_verify: false")
+        if self.auth and self.auth.docker_config and not self.auth.docker_config.lookup(self.url):
+            raise ValueError(
+                f"auth.docker_config {self.auth.docker_config.origin} has no entry for "
+                f"{urlsplit(self.url).netloc}"
+            )
+        return self
+
+    def credentials(self) -> tuple[str, SecretStr] | None:
+        """The username and password to answer challenges with, if any."""
+        if self.auth is None:
+            return None
+        if self.auth.docker_config is not None:
+            return self.auth.docker_config.lookup(self.url)
+        secret = self.auth.password_env or self.auth.password_file
+        if secret is None or not self.auth.username:  # Auth._one_source rules this out
+            return None
+        return self.auth.username, secret.value
+
+
+def _pattern(regex: re.Pattern[str], what: str) -> BeforeValidator:
+    def check(value: object) -> object:
+        if isinstance(value, str) and not regex.match(value):
+            raise ValueError(f"{value!r} is not a valid {what}")
+        return value
+
+    return BeforeValidator(check)
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("give a time zone, for example 2023-05-01T12:00:00Z")
+    return value
+
+
+class Image(_Model):
+    repository: Annotated[str, _pattern(REPOSITORY_RE, "repository name")]
+    tag: Annotated[str, _pattern(TAG_RE, "tag")]
+    digest: Annotated[str | None, _pattern(DIGEST_RE, "digest (sha256:<64 hex>)")] = None
+    published: datetime | None = None
+    environments: tuple[str, ...] | None = None
+    blob_check: BlobCheck | None = None
+    platforms: Platforms | None = None
+    interval: Duration | None = None
+    timeout: Duration | None = None
+
+    @field_validator("published", mode="after")
+    @classmethod
+    def _published_aware(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else _aware(value)
+
+    @property
+    def reference(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One image of the catalog in one environment, with every setting resolved."""
+
+    environment: Environment
+    image: Image
+    blob_check: BlobCheck
+    platforms: Literal["all"] | tuple[str, ...]
+    interval: float
+    timeout: float
+    recheck_delay: float
+
+
+class Config(_Model):
+    defaults: Defaults = Defaults()
+    environments: Annotated[tuple[Environment, ...], Field(min_length=1)]
+    images: Annotated[tuple[Image, ...], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Config:
+        problems: list[str] = []
+        names = [env.name for env in self.environments]
+        for name in sorted({n for n in names if names.count(n) > 1}):
+            problems.append(f"environment name {name!r} is used more than once")
+        refs = [image.reference for image in self.images]
+        for ref in sorted({r for r in refs if refs.count(r) > 1}):
+            problems.append(f"image {ref} is listed more than once")
+        for image in self.images:
+            for name in image.environments or ():
+                if name not in names:
+                    problems.append(f"image {image.reference} names unknown environment {name!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def environment(self, name: str) -> Environment:
+        for env in self.environments:
+            if env.name == name:
+                return env
+        raise KeyError(name)
+
+    def targets(self, environments: tuple[str, ...] = ()) -> Iterator[Target]:
+        """Every (environment, image) pair to probe, in catalog order, optionally limited."""
+        for env in self.environments:
+            if environments and env.name not in environments:
+                continue
+            for image in self.images:
+                if image.environments is not None and env.name not in image.environments:
+                    continue
+                yield Target(
+                    environment=env,
+                    image=image,
+                    blob_check=image.blob_check or self.defaults.blob_check,
+                    platforms=image.platforms or self.defaults.platforms,
+                    interval=image.interval or env.interval or self.defaults.interval,
+                    timeout=image.timeout or env.timeout or self.defaults.timeout,
+                    recheck_delay=self.defaults.recheck_delay,
+                )
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that keeps timestamps as text, so pydantic alone decides how they parse."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+_MESSAGES = {
+    "extra_forbidden": "unknown key",
+    "missing": "required key is missing",
+}
+
+
+def _location(loc: tuple[str | int, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def parse_config(
+    document: Any, source: str, environ: Mapping[str, str] | None = None, base_dir: Path = Path()
+) -> Config:
+    """Validate a parsed YAML document; secrets named in it are read now."""
+    if not isinstance(document, dict):
+        raise ConfigError(
+            source, [("", "the top level must be a mapping with environments and images")]
+        )
+    context = {"environ": os.environ if environ is None else environ, "base_dir": base_dir}
+    try:
+        return Config.model_validate(document, context=context)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False):
+            message = _MESSAGES.get(error["type"], error["msg"])
+            message = message.removeprefix("Value error, ")
+            problems.append((_location(error["loc"]), message))
+        raise ConfigError(source, problems) from None
+
+
+def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, parse and validate a config file, or raise ConfigError saying every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [("", f"cannot read the file: {exc.strerror}")]) from None
+    try:
+        document = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f"line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(str(path), [(where, f"not valid YAML: {problem}")]) from None
+    return parse_config(document, str(path), environ, base_dir=path.parent)

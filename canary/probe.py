@@ -1,0 +1,365 @@
+"""Pull one catalog image from one environment as a runtime would, and say what happened."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from canary.config import BlobCheck, Config, Target
+from canary.registry.client import Manifest, RegistryClient
+from canary.registry.errors import RegistryError, failure
+from canary.registry.media import (
+    Descriptor,
+    ImageManifest,
+    Index,
+    ManifestError,
+    parse_image_config,
+    parse_manifest,
+)
+from canary.results import (
+    BlobKind,
+    BlobResult,
+    Evidence,
+    Fetch,
+    Hop,
+    ImageResult,
+    ManifestResult,
+    Outcome,
+    PublishedResult,
+    PublishedStatus,
+)
+
+MAX_CONFIG_BYTES = 8 * 1024 * 1024
+# Attestation manifests in an index carry this placeholder platform; runtimes skip them.
+_NOT_A_PLATFORM = "unknown/unknown"
+PUBLISHED_TOLERANCE_SECONDS = 1.0
+
+
+@dataclass
+class _Pull:
+    """What one pull has seen so far; kept outside the task so a timeout loses nothing."""
+
+    target: Target
+    manifests: list[ManifestResult] = field(default_factory=list)
+    blobs: dict[str, BlobResult] = field(default_factory=dict)
+    in_flight: dict[str, tuple[BlobKind, str | None, float]] = field(default_factory=dict)
+    configs: list[tuple[str | None, bytes | None, BlobResult]] = field(default_factory=list)
+    stage: str = "manifest"
+
+
+async def _confirmed(fetch: Callable[[], Awaitable[Fetch]], delay: float) -> tuple[Fetch, Fetch]:
+    """Fetch, and fetch again after `delay` when the first answer says data is lost."""
+    first = await fetch()
+    if not first.outcome.is_data_loss:
+        return first, first
+    await asyncio.sleep(delay)
+    return first, await fetch()
+
+
+async def probe_image(client: RegistryClient, target: Target) -> ImageResult:
+    """Pull `target` through `client` within its timeout; failures are outcomes, never raised."""
+    started_at = datetime.now(UTC)
+    start = time.monotonic()
+    pull = _Pull(target)
+    evidence = None
+    try:
+        async with asyncio.timeout(target.timeout):
+            await _pull(client, pull)
+    except TimeoutError:
+        evidence = Evidence(
+            detail=f"the pull took longer than its timeout of {target.timeout:g}s "
+            f"(during {pull.stage})",
+            url=client.base_url,
+        )
+        _time_out(pull, evidence)
+    duration = time.monotonic() - start
+    return ImageResult(
+        environment=target.environment.name,
+        repository=target.image.repository,
+        tag=target.image.tag,
+        outcome=_overall(pull, evidence),
+        manifests=tuple(pull.manifests),
+        blobs=tuple(pull.blobs.values()),
+        published=_published(pull),
+        started_at=started_at,
+        duration_seconds=duration,
+        evidence=evidence,
+    )
+
+
+def _time_out(pull: _Pull, evidence: Evidence) -> None:
+    now = time.monotonic()
+    if not pull.manifests or pull.stage == "platform manifests":
+        pull.manifests.append(
+            ManifestResult(digest=None, outcome=Outcome.TIMEOUT, status=None, evidence=evidence)
+        )
+    for digest, (kind, platform, began) in pull.in_flight.items():
+        pull.blobs[digest] = BlobResult(
+            digest=digest,
+            kind=kind,
+            platform=platform,
+            outcome=Outcome.TIMEOUT,
+            hop=Hop.REGISTRY,
+            status=None,
+            bytes=0,
+            first_outcome=Outcome.TIMEOUT,
+            duration_seconds=now - began,
+            evidence=evidence,
+        )
+    pull.in_flight.clear()
+
+
+def _overall(pull: _Pull, evidence: Evidence | None) -> Outcome:
+    failures = [m.outcome for m in pull.manifests if m.outcome is not Outcome.OK]
+    failures += [b.outcome for b in pull.blobs.values() if b.outcome is not Outcome.OK]
+    if evidence is not None and Outcome.TIMEOUT not in failures:
+        failures.append(Outcome.TIMEOUT)
+    if not failures:
+        return Outcome.OK
+    # Data loss is what pages, so it names the image's outcome even when it came second.
+    return next((o for o in failures if o.is_data_loss), failures[0])
+
+
+async def _pull(client: RegistryClient, pull: _Pull) -> None:
+    image, delay = pull.target.image, pull.target.recheck_delay
+    top = await _manifest(client, pull, image.tag, image.digest, platform=None, delay=delay)
+    if top is None:
+        return
+    if isinstance(top, ImageManifest):
+        await _image(client, pull, top, platform=None)
+        return
+    selected, missing = _select(top, pull.target.platforms)
+    for wanted in missing:
+        pull.manifests.append(
+            ManifestResult(
+                digest=None,
+                outcome=Outcome.MANIFEST_UNKNOWN,
+                status=None,
+                platform=wanted,
+                evidence=Evidence(detail=f"the index has no manifest for {wanted}"),
+            )
+        )
+    pull.stage = "platform manifests"
+    children = await asyncio.gather(
+        *(
+            _manifest(
+                client, pull, entry.digest, entry.digest, platform=entry.platform, delay=delay
+            )
+            for entry in selected
+        )
+    )
+    pull.stage = "blobs"
+    await asyncio.gather(
+        *(
+            _image(client, pull, child, platform=entry.platform)
+            for entry, child in zip(selected, children, strict=True)
+            if isinstance(child, ImageManifest)
+        )
+    )
+
+
+def _select(index: Index, wanted: object) -> tuple[list[Descriptor], list[str]]:
+    entries = [e for e in index.manifests if e.platform and e.platform != _NOT_A_PLATFORM]
+    if wanted == "all":
+        return entries, []
+    assert isinstance(wanted, tuple)
+    chosen = [e for e in entries if e.platform in wanted]
+    present = {e.platform for e in chosen}
+    return chosen, [p for p in wanted if p not in present]
+
+
+async def _manifest(
+    client: RegistryClient,
+    pull: _Pull,
+    reference: str,
+    expected: str | None,
+    *,
+    platform: str | None,
+    delay: float,
+) -> ImageManifest | Index | None:
+    repository = pull.target.image.repository
+    bodies: dict[str, Manifest] = {}
+
+    async def once() -> Fetch:
+        try:
+            manifest = await client.get_manifest(repository, reference, expected)
+        except RegistryError as exc:
+            return exc.fetch
+        bodies["last"] = manifest
+        return manifest.fetch
+
+    first, final = await _confirmed(once, delay)
+    if final.outcome is not Outcome.OK:
+        pull.manifests.append(
+            ManifestResult(
+                digest=expected,
+                outcome=final.outcome,
+                status=final.status,
+                platform=platform,
+                first_outcome=first.outcome,
+                evidence=final.evidence,
+            )
+        )
+        return None
+    manifest = bodies["last"]
+    try:
+        parsed = parse_manifest(manifest.body, manifest.content_type)
+        if platform is not None and not isinstance(parsed, ImageManifest):
+            raise ManifestError("a platform entry of the index is not an image manifest")
+    except ManifestError as exc:
+        bad = failure(
+            Outcome.INVALID_RESPONSE,
+            str(exc),
+            hop=final.hop,
+            url=f"{client.base_url}/v2/{repository}/manifests/{reference}",
+            status=final.status,
+            request_id_=final.request_id,
+        )
+        pull.manifests.append(
+            ManifestResult(
+                digest=manifest.digest,
+                outcome=bad.outcome,
+                status=final.status,
+                platform=platform,
+                first_outcome=first.outcome,
+                evidence=bad.evidence,
+            )
+        )
+        return None
+    pull.manifests.append(
+        ManifestResult(
+            digest=manifest.digest,
+            outcome=Outcome.OK,
+            status=final.status,
+            media_type=parsed.media_type,
+            platform=platform,
+            first_outcome=first.outcome,
+        )
+    )
+    return parsed
+
+
+async def _image(
+    client: RegistryClient, pull: _Pull, manifest: ImageManifest, platform: str | None
+) -> None:
+    config_result, body = await _blob(
+        client, pull, manifest.config, BlobKind.CONFIG, platform, BlobCheck.GET
+    )
+    if body is not None and platform is None:
+        try:
+            platform = parse_image_config(body).platform
+        except ManifestError:
+            platform = None
+        if platform:
+            # Seen only now, from the config: the config's own result gets it too.
+            pull.blobs[manifest.config.digest] = replace(config_result, platform=platform)
+    pull.configs.append((platform, body, config_result))
+    await asyncio.gather(
+        *(
+            _blob(client, pull, layer, BlobKind.LAYER, platform, pull.target.blob_check)
+            for layer in manifest.layers
+            if layer.digest not in pull.blobs and layer.digest not in pull.in_flight
+        )
+    )
+
+
+async def _blob(
+    client: RegistryClient,
+    pull: _Pull,
+    blob: Descriptor,
+    kind: BlobKind,
+    platform: str | None,
+    mode: BlobCheck,
+) -> tuple[BlobResult, bytes | None]:
+    repository = pull.target.image.repository
+    began = time.monotonic()
+    pull.in_flight[blob.digest] = (kind, platform, began)
+    bodies: list[bytes | None] = []
+
+    async def once() -> Fetch:
+        fetch, body = await client.fetch_blob(
+            repository, blob, mode, keep_up_to=MAX_CONFIG_BYTES if kind is BlobKind.CONFIG else 0
+        )
+        bodies.append(body)
+        return fetch
+
+    first, final = await _confirmed(once, pull.target.recheck_delay)
+    result = BlobResult(
+        digest=blob.digest,
+        kind=kind,
+        platform=platform,
+        outcome=final.outcome,
+        hop=final.hop,
+        status=final.status,
+        bytes=final.bytes,
+        first_outcome=first.outcome,
+        duration_seconds=time.monotonic() - began,
+        request_id=final.request_id,
+        evidence=final.evidence,
+    )
+    pull.in_flight.pop(blob.digest, None)
+    pull.blobs[blob.digest] = result
+    return result, bodies[-1]
+
+
+def _published(pull: _Pull) -> PublishedResult:
+    pin = pull.target.image.published
+    if not pull.configs:
+        return PublishedResult(
+            None, "config", PublishedStatus.MISSING, "the pull did not reach the config blob"
+        )
+    _, body, result = pull.configs[0]
+    if body is None:
+        return PublishedResult(
+            None,
+            "config",
+            PublishedStatus.MISSING,
+            f"the config blob could not be read ({result.outcome})",
+        )
+    try:
+        config = parse_image_config(body)
+    except ManifestError as exc:
+        return PublishedResult(None, "config", PublishedStatus.MISSING, str(exc))
+    if config.created is None:
+        return PublishedResult(None, "config", PublishedStatus.MISSING, config.created_problem)
+    if (
+        pin is not None
+        and abs((config.created - pin).total_seconds()) >= PUBLISHED_TOLERANCE_SECONDS
+    ):
+        return PublishedResult(
+            config.created, "config", PublishedStatus.MISMATCH, f"the pin is {pin.isoformat()}"
+        )
+    return PublishedResult(config.created, "config", PublishedStatus.OK)
+
+
+async def probe_catalog(
+    config: Config,
+    environments: Iterable[str] = (),
+    on_result: Callable[[ImageResult], None] | None = None,
+) -> list[ImageResult]:
+    """Probe every selected (environment, image) once; results come back in catalog order."""
+    targets = list(config.targets(tuple(environments)))
+    clients = {
+        env.name: RegistryClient(env)
+        for env in config.environments
+        if any(t.environment.name == env.name for t in targets)
+    }
+    slots = {
+        name: asyncio.Semaphore(client.environment.concurrency) for name, client in clients.items()
+    }
+
+    async def one(target: Target) -> ImageResult:
+        # Images wait for a slot before their timeout starts, so a queue is not a timeout.
+        async with slots[target.environment.name]:
+            result = await probe_image(clients[target.environment.name], target)
+        if on_result is not None:
+            on_result(result)
+        return result
+
+    try:
+        return list(await asyncio.gather(*(one(t) for t in targets)))
+    finally:
+        await asyncio.gather(*(client.close() for client in clients.values()))

@@ -1,0 +1,1 @@
+"""The registry client: auth, manifests, blobs, redirects and error mapping."""

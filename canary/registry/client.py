@@ -1,0 +1,510 @@
+"""One environment's registry as a runtime sees it: manifests and blobs, auth, redirects, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+
+from canary import __version__
+from canary.config import BlobCheck, Environment
+from canary.registry.auth import Authenticator, pull_scope
+from canary.registry.errors import (
+    RegistryError,
+    Subject,
+    failure,
+    outcome_for_exception,
+    outcome_for_response,
+    request_id,
+)
+from canary.registry.media import (
+    ACCEPT,
+    MAX_MANIFEST_BYTES,
+    Descriptor,
+    Digester,
+    ManifestError,
+    digest_of,
+)
+from canary.results import Fetch, Hop, Outcome
+
+USER_AGENT = f"registry-canary/{__version__}"
+MAX_REDIRECTS = 5
+RANGE_BYTES = 1024
+ERROR_BODY_BYTES = 64 * 1024
+READ_BUFFER = 1024 * 1024
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
+
+
+def ssl_context(environment: Environment) -> ssl.SSLContext | bool:
+    if not environment.tls_verify:
+        return False
+    if environment.ca_file is not None:
+        return ssl.create_default_context(cafile=str(environment.ca_file))
+    return True
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """A manifest body whose digest has been checked against the registry's and the pin."""
+
+    body: bytes
+    digest: str
+    content_type: str | None
+    fetch: Fetch
+
+
+@dataclass(slots=True)
+class _Response:
+    raw: aiohttp.ClientResponse
+    hop: Hop
+    url: str
+
+
+class RegistryClient:
+    """Speaks the distribution API to one environment, with at most `concurrency` requests open."""
+
+    def __init__(
+        self, environment: Environment, session: aiohttp.ClientSession | None = None
+    ) -> None:
+        self.environment = environment
+        self.base_url = environment.url
+        self._own_session = session is None
+        self._session = session or make_session(environment)
+        self._auth = Authenticator(self._session, self.base_url, environment.credentials())
+        self._limit = asyncio.Semaphore(environment.concurrency)
+        self._ping_lock = asyncio.Lock()
+
+    async def __aenter__(self) -> RegistryClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._own_session:
+            await self._session.close()
+
+    async def _ping(self) -> None:
+        """Learn how the registry wants to be authenticated, once, from `GET /v2/`."""
+        if self._auth.known:
+            return
+        async with self._ping_lock:
+            if self._auth.known:
+                return
+            url = f"{self.base_url}/v2/"
+            try:
+                async with self._session.get(url, allow_redirects=False) as response:
+                    if response.status == 200:
+                        self._auth.anonymous()
+                        return
+                    if response.status == 401 and self._auth.learn(response.headers):
+                        return
+                    body = await response.content.read(ERROR_BODY_BYTES)
+                    raise RegistryError(
+                        outcome_for_response(
+                            response.status,
+                            response.headers,
+                            body,
+                            subject="other",
+                            hop=Hop.REGISTRY,
+                            url=url,
+                        )
+                    )
+            except _TRANSPORT_ERRORS as exc:
+                raise RegistryError(outcome_for_exception(exc, hop=Hop.REGISTRY, url=url)) from exc
+
+    @asynccontextmanager
+    async def open(
+        self,
+        method: str,
+        path: str,
+        *,
+        scope: str,
+        subject: Subject,
+        headers: dict[str, str] | None = None,
+        data: bytes | None = None,
+    ) -> AsyncIterator[_Response]:
+        """Send a request to the registry, answering one 401 and following redirects.
+
+        `path` is under the registry's origin, or an absolute URL the registry handed out.
+
+        Failures before the response is in hand raise RegistryError; the caller reads the body.
+        """
+        async with self._limit:
+            await self._ping()
+            for attempt in (1, 2):
+                authorization = await self._auth.header(scope)
+                url = path if path.startswith(("http://", "https://")) else self.base_url + path
+                response = await self._follow(
+                    method, url, authorization, headers or {}, data, subject
+                )
+                if (
+                    response.raw.status == 401
+                    and attempt == 1
+                    and response.hop is Hop.REGISTRY
+                    and self._auth.learn(response.raw.headers)
+                ):
+                    # An expired token or a changed challenge: fetch a fresh token once.
+                    response.raw.release()
+                    self._auth.forget(scope)
+                    continue
+                try:
+                    yield response
+                finally:
+                    response.raw.release()
+                return
+
+    async def _follow(
+        self,
+        method: str,
+        url: str,
+        authorization: str | None,
+        headers: dict[str, str],
+        data: bytes | None,
+        subject: Subject,
+    ) -> _Response:
+        registry = origin(self.base_url)
+        hop = Hop.REGISTRY
+        for _ in range(MAX_REDIRECTS + 1):
+            sent = dict(headers)
+            # The registry's credentials never travel to storage or a CDN on another origin.
+            if authorization and origin(url) == registry:
+                sent["Authorization"] = authorization
+            try:
+                raw = await self._session.request(
+                    method, url, headers=sent, data=data, allow_redirects=False
+                )
+            except _TRANSPORT_ERRORS as exc:
+                raise RegistryError(outcome_for_exception(exc, hop=hop, url=url)) from exc
+            location = raw.headers.get("Location")
+            if raw.status not in _REDIRECTS or not location or method not in ("GET", "HEAD"):
+                return _Response(raw=raw, hop=hop, url=url)
+            raw.release()
+            target = urljoin(url, location)
+            if urlsplit(target).scheme not in ("http", "https"):
+                raise RegistryError(
+                    failure(
+                        Outcome.INVALID_RESPONSE,
+                        "redirect to a non-HTTP URL",
+                        hop=hop,
+                        url=url,
+                        status=raw.status,
+                    )
+                )
+            url, hop = target, Hop.STORAGE
+        raise RegistryError(
+            failure(
+                Outcome.INVALID_RESPONSE, f"more than {MAX_REDIRECTS} redirects", hop=hop, url=url
+            )
+        )
+
+    async def _error(self, response: _Response, subject: Subject, method: str) -> Fetch:
+        body = None
+        if method != "HEAD":
+            try:
+                body = await response.raw.content.read(ERROR_BODY_BYTES)
+            except _TRANSPORT_ERRORS:
+                body = None
+        return outcome_for_response(
+            response.raw.status,
+            response.raw.headers,
+            body,
+            subject=subject,
+            hop=response.hop,
+            url=response.url,
+        )
+
+    async def get_manifest(
+        self, repository: str, reference: str, expected_digest: str | None = None
+    ) -> Manifest:
+        """Fetch a manifest or index by tag or digest and check its digest; raises RegistryError."""
+        path = f"/v2/{repository}/manifests/{reference}"
+        url = f"{self.base_url}{path}"
+        if reference.startswith(("sha256:", "sha512:")):
+            expected_digest = reference
+        async with self.open(
+            "GET",
+            path,
+            scope=pull_scope(repository),
+            subject="manifest",
+            headers={"Accept": ACCEPT},
+        ) as response:
+            raw = response.raw
+            rid = request_id(raw.headers)
+            if raw.status != 200:
+                raise RegistryError(await self._error(response, "manifest", "GET"))
+            if (raw.content_length or 0) > MAX_MANIFEST_BYTES:
+                raise RegistryError(
+                    failure(
+                        Outcome.INVALID_RESPONSE,
+                        "manifest larger than 4 MiB",
+                        hop=response.hop,
+                        url=url,
+                        status=200,
+                        request_id_=rid,
+                    )
+                )
+            try:
+                body = await raw.content.read(MAX_MANIFEST_BYTES + 1)
+                while len(body) <= MAX_MANIFEST_BYTES and not raw.content.at_eof():
+                    more = await raw.content.read(MAX_MANIFEST_BYTES + 1 - len(body))
+                    if not more:
+                        break
+                    body += more
+            except _TRANSPORT_ERRORS as exc:
+                raise RegistryError(outcome_for_exception(exc, hop=response.hop, url=url)) from exc
+            if len(body) > MAX_MANIFEST_BYTES:
+                raise RegistryError(
+                    failure(
+                        Outcome.INVALID_RESPONSE,
+                        "manifest larger than 4 MiB",
+                        hop=response.hop,
+                        url=url,
+                        status=200,
+                        request_id_=rid,
+                    )
+                )
+            fetch = Fetch(
+                outcome=Outcome.OK, hop=response.hop, status=200, bytes=len(body), request_id=rid
+            )
+            served = raw.headers.get("Docker-Content-Digest")
+            for claimed, whose in (
+                (served, "the registry's Docker-Content-Digest"),
+                (expected_digest, "the pinned digest"),
+            ):
+                if not claimed:
+                    continue
+                try:
+                    digester = Digester(claimed)
+                except ManifestError:
+                    raise RegistryError(
+                        failure(
+                            Outcome.INVALID_RESPONSE,
+                            f"{whose} is not a digest",
+                            hop=response.hop,
+                            url=url,
+                            status=200,
+                            request_id_=rid,
+                        )
+                    ) from None
+                digester.update(body)
+                if not digester.matches:
+                    raise RegistryError(
+                        failure(
+                            Outcome.DIGEST_MISMATCH,
+                            f"manifest body is {digester.actual}, {whose} is {claimed}",
+                            hop=response.hop,
+                            url=url,
+                            status=200,
+                            request_id_=rid,
+                        )
+                    )
+            algorithm = (expected_digest or served or "sha256").partition(":")[0]
+            return Manifest(
+                body=body,
+                digest=digest_of(body, algorithm),
+                content_type=raw.headers.get("Content-Type"),
+                fetch=fetch,
+            )
+
+    async def fetch_blob(
+        self, repository: str, blob: Descriptor, mode: BlobCheck, keep_up_to: int = 0
+    ) -> tuple[Fetch, bytes | None]:
+        """Fetch one blob as `mode` says and verify what can be verified; never raises.
+
+        With `keep_up_to`, a verified body no larger than that is returned too (for configs).
+        """
+        path = f"/v2/{repository}/blobs/{blob.digest}"
+        method = "HEAD" if mode is BlobCheck.HEAD else "GET"
+        headers = {}
+        if mode is BlobCheck.RANGE and blob.size > 0:
+            headers["Range"] = f"bytes=0-{min(blob.size, RANGE_BYTES) - 1}"
+        hop, url = Hop.REGISTRY, f"{self.base_url}{path}"
+        try:
+            async with self.open(
+                method, path, scope=pull_scope(repository), subject="blob", headers=headers
+            ) as response:
+                hop, url = response.hop, response.url
+                if response.raw.status not in (200, 206):
+                    return await self._error(response, "blob", method), None
+                if mode is BlobCheck.GET:
+                    keep: list[bytes] | None = [] if blob.size <= keep_up_to else None
+                    fetch = await _verify_body(response, blob, keep)
+                    body = (
+                        b"".join(keep) if keep is not None and fetch.outcome is Outcome.OK else None
+                    )
+                    return fetch, body
+                if mode is BlobCheck.RANGE:
+                    return await _check_range(response, blob), None
+                return _check_head(response, blob), None
+        except RegistryError as exc:
+            return exc.fetch, None
+        except _TRANSPORT_ERRORS as exc:
+            return outcome_for_exception(exc, hop=hop, url=url), None
+
+
+def _size_problem(response: _Response, blob: Descriptor) -> str | None:
+    length = response.raw.content_length
+    if response.raw.status == 200 and length is not None and length != blob.size:
+        return f"Content-Length is {length}, the descriptor says {blob.size}"
+    return None
+
+
+async def _verify_body(response: _Response, blob: Descriptor, keep: list[bytes] | None) -> Fetch:
+    raw, rid = response.raw, request_id(response.raw.headers)
+    if raw.status != 200:
+        return failure(
+            Outcome.INVALID_RESPONSE,
+            f"HTTP {raw.status} to a GET without Range",
+            hop=response.hop,
+            url=response.url,
+            status=raw.status,
+            request_id_=rid,
+        )
+    problem = _size_problem(response, blob)
+    if problem:
+        return failure(
+            Outcome.SIZE_MISMATCH,
+            problem,
+            hop=response.hop,
+            url=response.url,
+            status=200,
+            request_id_=rid,
+        )
+    digester = Digester(blob.digest)
+    received = 0
+    async for chunk in raw.content.iter_any():
+        received += len(chunk)
+        if received > blob.size:
+            return failure(
+                Outcome.SIZE_MISMATCH,
+                f"more than the descriptor's {blob.size} bytes",
+                hop=response.hop,
+                url=response.url,
+                status=200,
+                request_id_=rid,
+            )
+        digester.update(chunk)
+        if keep is not None:
+            keep.append(chunk)
+    if received != blob.size:
+        return failure(
+            Outcome.SIZE_MISMATCH,
+            f"{received} bytes, the descriptor says {blob.size}",
+            hop=response.hop,
+            url=response.url,
+            status=200,
+            request_id_=rid,
+        )
+    if not digester.matches:
+        return failure(
+            Outcome.DIGEST_MISMATCH,
+            f"content hashes to {digester.actual}",
+            hop=response.hop,
+            url=response.url,
+            status=200,
+            request_id_=rid,
+        )
+    return Fetch(outcome=Outcome.OK, hop=response.hop, status=200, bytes=received, request_id=rid)
+
+
+async def _check_range(response: _Response, blob: Descriptor) -> Fetch:
+    raw, rid = response.raw, request_id(response.raw.headers)
+    wanted = min(blob.size, RANGE_BYTES)
+    content_range = raw.headers.get("Content-Range", "")
+    total = content_range.rpartition("/")[2]
+    if raw.status == 206 and total.isdigit() and int(total) != blob.size:
+        return failure(
+            Outcome.SIZE_MISMATCH,
+            f"Content-Range total is {total}, the descriptor says {blob.size}",
+            hop=response.hop,
+            url=response.url,
+            status=206,
+            request_id_=rid,
+        )
+    problem = _size_problem(response, blob)
+    if problem:
+        return failure(
+            Outcome.SIZE_MISMATCH,
+            problem,
+            hop=response.hop,
+            url=response.url,
+            status=200,
+            request_id_=rid,
+        )
+    data = await raw.content.read(wanted)
+    while len(data) < wanted and not raw.content.at_eof():
+        more = await raw.content.read(wanted - len(data))
+        if not more:
+            break
+        data += more
+    if len(data) < wanted:
+        return failure(
+            Outcome.SIZE_MISMATCH,
+            f"{len(data)} bytes where {wanted} were asked for",
+            hop=response.hop,
+            url=response.url,
+            status=raw.status,
+            request_id_=rid,
+        )
+    return Fetch(
+        outcome=Outcome.OK, hop=response.hop, status=raw.status, bytes=len(data), request_id=rid
+    )
+
+
+def _check_head(response: _Response, blob: Descriptor) -> Fetch:
+    raw, rid = response.raw, request_id(response.raw.headers)
+    problem = _size_problem(response, blob)
+    if problem:
+        return failure(
+            Outcome.SIZE_MISMATCH,
+            problem,
+            hop=response.hop,
+            url=response.url,
+            status=raw.status,
+            request_id_=rid,
+        )
+    served = raw.headers.get("Docker-Content-Digest")
+    if served and served != blob.digest:
+        return failure(
+            Outcome.DIGEST_MISMATCH,
+            f"Docker-Content-Digest is {served}",
+            hop=response.hop,
+            url=response.url,
+            status=raw.status,
+            request_id_=rid,
+        )
+    return Fetch(outcome=Outcome.OK, hop=response.hop, status=raw.status, bytes=0, request_id=rid)
+
+
+def make_session(environment: Environment) -> aiohttp.ClientSession:
+    """A session tuned for verified streaming: no decompression, no cookies, no env proxies."""
+    timeout = environment.timeout or 30.0
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(
+            ssl=ssl_context(environment), limit=environment.concurrency * 2
+        ),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout),
+        headers={"User-Agent": USER_AGENT},
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        read_bufsize=READ_BUFFER,
+    )

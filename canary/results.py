@@ -1,0 +1,208 @@
+"""What a probe returns: the closed set of outcomes and immutable, JSON-ready results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Outcome(StrEnum):
+    """Every way a request of a pull can end; metric labels take only these values."""
+
+    OK = "ok"
+    BLOB_UNKNOWN = "blob_unknown"
+    MANIFEST_UNKNOWN = "manifest_unknown"
+    NAME_UNKNOWN = "name_unknown"
+    MANIFEST_BLOB_UNKNOWN = "manifest_blob_unknown"
+    UNAUTHORIZED = "unauthorized"
+    DENIED = "denied"
+    TOOMANYREQUESTS = "toomanyrequests"
+    UNAVAILABLE = "unavailable"
+    DIGEST_MISMATCH = "digest_mismatch"
+    SIZE_MISMATCH = "size_mismatch"
+    HTTP_4XX = "http_4xx"
+    HTTP_5XX = "http_5xx"
+    TIMEOUT = "timeout"
+    CONNECTION_ERROR = "connection_error"
+    TLS_ERROR = "tls_error"
+    INVALID_RESPONSE = "invalid_response"
+
+    @property
+    def is_data_loss(self) -> bool:
+        """Stored data is gone or wrong: such outcomes are confirmed before they are reported."""
+        return self in _DATA_LOSS
+
+
+_DATA_LOSS = frozenset(
+    {Outcome.BLOB_UNKNOWN, Outcome.MANIFEST_UNKNOWN, Outcome.DIGEST_MISMATCH, Outcome.SIZE_MISMATCH}
+)
+
+
+class Hop(StrEnum):
+    """Which server answered: the registry itself, or storage/CDN reached through a redirect."""
+
+    REGISTRY = "registry"
+    STORAGE = "storage"
+
+
+class BlobKind(StrEnum):
+    CONFIG = "config"
+    LAYER = "layer"
+
+
+class PublishedStatus(StrEnum):
+    OK = "ok"
+    MISSING = "missing"
+    MISMATCH = "mismatch"
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What identifies a failed request to the people who run the registry; never holds a secret."""
+
+    detail: str
+    url: str = ""
+    status: int | None = None
+    code: str | None = None
+    message: str | None = None
+    request_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "detail": self.detail,
+            "url": self.url,
+            "status": self.status,
+            "code": self.code,
+            "message": self.message,
+            "request_id": self.request_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """The end of one request (after redirects), as the registry client reports it."""
+
+    outcome: Outcome
+    hop: Hop
+    status: int | None
+    bytes: int = 0
+    request_id: str | None = None
+    evidence: Evidence | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestResult:
+    digest: str | None
+    outcome: Outcome
+    status: int | None
+    media_type: str | None = None
+    platform: str | None = None
+    first_outcome: Outcome | None = None
+    evidence: Evidence | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "digest": self.digest,
+            "outcome": str(self.outcome),
+            "first_outcome": str(self.first_outcome or self.outcome),
+            "status": self.status,
+            "media_type": self.media_type,
+            "platform": self.platform,
+            "evidence": self.evidence.to_dict() if self.evidence else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BlobResult:
+    digest: str
+    kind: BlobKind
+    platform: str | None
+    outcome: Outcome
+    hop: Hop
+    status: int | None
+    bytes: int
+    first_outcome: Outcome
+    duration_seconds: float
+    request_id: str | None = None
+    evidence: Evidence | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "digest": self.digest,
+            "kind": str(self.kind),
+            "platform": self.platform,
+            "outcome": str(self.outcome),
+            "hop": str(self.hop),
+            "status": self.status,
+            "bytes": self.bytes,
+            "first_outcome": str(self.first_outcome),
+            "request_id": self.request_id,
+            "duration_seconds": round(self.duration_seconds, 6),
+            "evidence": self.evidence.to_dict() if self.evidence else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedResult:
+    """A tag's published date as one source reports it, judged against the pin."""
+
+    timestamp: datetime | None
+    source: str
+    status: PublishedStatus
+    detail: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        stamp = None
+        if self.timestamp is not None:
+            stamp = self.timestamp.isoformat().replace("+00:00", "Z")
+        return {
+            "timestamp": stamp,
+            "source": self.source,
+            "status": str(self.status),
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ImageResult:
+    """One pull of one catalog image from one environment."""
+
+    environment: str
+    repository: str
+    tag: str
+    outcome: Outcome
+    manifests: tuple[ManifestResult, ...]
+    blobs: tuple[BlobResult, ...]
+    published: PublishedResult
+    started_at: datetime
+    duration_seconds: float
+    evidence: Evidence | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.OK
+
+    @property
+    def failures(self) -> tuple[ManifestResult | BlobResult, ...]:
+        """The manifests and blobs that did not end ok, in pull order."""
+        bad_manifests = tuple(m for m in self.manifests if m.outcome is not Outcome.OK)
+        return bad_manifests + tuple(b for b in self.blobs if b.outcome is not Outcome.OK)
+
+    def to_dict(self) -> dict[str, Any]:
+        top = self.manifests[0] if self.manifests else None
+        return {
+            "environment": self.environment,
+            "repository": self.repository,
+            "tag": self.tag,
+            "ok": self.ok,
+            "outcome": str(self.outcome),
+            "manifest": top.to_dict() if top else None,
+            "platform_manifests": [m.to_dict() for m in self.manifests[1:]],
+            "blobs": [b.to_dict() for b in self.blobs],
+            "published": self.published.to_dict(),
+            "started_at": self.started_at.isoformat().replace("+00:00", "Z"),
+            "duration_seconds": round(self.duration_seconds, 6),
+            "evidence": self.evidence.to_dict() if self.evidence else None,
+        }
