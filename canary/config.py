@@ -356,8 +356,16 @@ class Target:
 
 class Config(_Model):
     defaults: Defaults = Defaults()
-    environments: Annotated[tuple[Environment, ...], Field(min_length=1)]
-    images: Annotated[tuple[Image, ...], Field(min_length=1)]
+    environments: tuple[Environment, ...]
+    images: tuple[Image, ...]
+
+    @field_validator("environments", "images", mode="after")
+    @classmethod
+    def _not_empty(cls, value: tuple[object, ...], info: ValidationInfo) -> tuple[object, ...]:
+        # A length constraint would also fire when items fail, adding a confusing second error.
+        if not value:
+            raise ValueError(f"list at least one of the {info.field_name}")
+        return value
 
     @model_validator(mode="after")
     def _cross_references(self) -> Config:

@@ -57,7 +57,8 @@ class LocalRegistry:
 
     def blob_data(self, digest: str) -> Path:
         algorithm, _, hexpart = digest.partition(":")
-        return self.storage / "docker/registry/v2/blobs" / algorithm / hexpart[:2] / hexpart / "data"
+        blobs = self.storage / "docker/registry/v2/blobs"
+        return blobs / algorithm / hexpart[:2] / hexpart / "data"
 
     def remove_layer_links(self, repository: str) -> None:
         """Reproduce the incident: the repository's blob links are gone, the blob data is not."""
@@ -104,10 +105,14 @@ def registry_config(
     if htpasswd is not None:
         config["auth"] = {"htpasswd": {"realm": "registry-canary", "path": str(htpasswd)}}
     if token is not None:
-        config["auth"] = {"token": {
-            "realm": token.realm, "service": token.service, "issuer": token.issuer,
-            "rootcertbundle": str(token.certificate),
-        }}
+        config["auth"] = {
+            "token": {
+                "realm": token.realm,
+                "service": token.service,
+                "issuer": token.issuer,
+                "rootcertbundle": str(token.certificate),
+            }
+        }
     if redirect_to is not None:
         config["middleware"] = {
             "storage": [{"name": "redirect", "options": {"baseurl": redirect_to}}]
@@ -129,7 +134,9 @@ def start_registry(root: Path, **options: Any) -> LocalRegistry:
         with log.open("ab") as sink:
             process = subprocess.Popen(
                 [REGISTRY_BINARY, "serve", str(config_path)],
-                stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
             )
         registry = LocalRegistry(root=root, port=port, process=process, log=log)
         if _wait_ready(registry):
@@ -151,4 +158,3 @@ def _wait_ready(registry: LocalRegistry) -> bool:
         except (urllib.error.URLError, OSError):
             time.sleep(0.05)
     return False
-

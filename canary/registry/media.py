@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,6 +26,7 @@ INDEXES = frozenset({OCI_INDEX, DOCKER_LIST})
 ACCEPT = ", ".join([DOCKER_MANIFEST, DOCKER_LIST, OCI_MANIFEST, OCI_INDEX, "*/*"])
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+_FRACTION_RE = re.compile(r"\.(\d+)")
 
 
 class ManifestError(ValueError):
@@ -173,11 +175,10 @@ def parse_timestamp(text: str) -> datetime | None:
     value = text.strip().replace("z", "Z")
     if value.endswith("Z"):
         value = value[:-1] + "+00:00"
-    head, dot, rest = value.partition(".")
-    if dot:
-        digits = "".join(ch for ch in rest if ch.isdigit())
-        zone = rest[len(digits) :]
-        value = f"{head}.{digits[:6]}{zone}" if digits else head + zone
+    fraction = _FRACTION_RE.search(value)
+    if fraction:
+        # Python reads at most microseconds; Go writes nanoseconds.
+        value = value[: fraction.start()] + "." + fraction.group(1)[:6] + value[fraction.end() :]
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:

@@ -1,0 +1,47 @@
+# Every target installs what it needs: Debian packages when missing, and a venv from the lock.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEBIAN_PACKAGES := docker-registry skopeo umoci apache2-utils curl ca-certificates
+SOURCES := canary tests benchmarks
+
+.PHONY: test demo bench lint typecheck unit sysdeps venv lock clean
+
+sysdeps:
+	@scripts/ensure-debian-packages $(DEBIAN_PACKAGES)
+
+$(BIN)/.installed: pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "registry-canary needs Python 3.11 or newer (set PYTHON=...)" >&2; exit 1; }
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || \
+		{ rm -rf $(VENV); scripts/ensure-debian-packages python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(BIN)/pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	@touch $@
+
+venv: $(BIN)/.installed
+
+lint: venv
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest -q -m "not registry"
+
+test: sysdeps venv lint typecheck
+	$(BIN)/pytest -q
+
+demo: sysdeps venv
+	$(BIN)/python -m canary.demo
+
+bench: sysdeps venv
+	$(BIN)/python benchmarks/pull.py
+
+# Refresh the lock after changing dependencies in pyproject.toml.
+lock: venv
+	$(BIN)/pip freeze --exclude-editable --disable-pip-version-check > requirements.lock
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
