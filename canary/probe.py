@@ -64,7 +64,7 @@ async def probe_image(client: RegistryClient, target: Target) -> ImageResult:
     started_at = datetime.now(UTC)
     start = time.monotonic()
     pull = _Pull(target)
-    evidence = None
+    evidence, stopped_by = None, None
     try:
         async with asyncio.timeout(target.timeout):
             await _pull(client, pull)
@@ -75,12 +75,19 @@ async def probe_image(client: RegistryClient, target: Target) -> ImageResult:
             url=client.base_url,
         )
         _time_out(pull, evidence)
+        stopped_by = Outcome.TIMEOUT
+    except Exception as exc:  # a bug must not take down the other probes
+        # Transport and protocol failures are outcomes already; this is the last boundary.
+        evidence = Evidence(
+            detail=f"unexpected error: {type(exc).__name__}: {str(exc)[:200]}", url=client.base_url
+        )
+        stopped_by = Outcome.INVALID_RESPONSE
     duration = time.monotonic() - start
     return ImageResult(
         environment=target.environment.name,
         repository=target.image.repository,
         tag=target.image.tag,
-        outcome=_overall(pull, evidence),
+        outcome=_overall(pull, stopped_by),
         manifests=tuple(pull.manifests),
         blobs=tuple(pull.blobs.values()),
         published=_published(pull),
@@ -112,11 +119,11 @@ def _time_out(pull: _Pull, evidence: Evidence) -> None:
     pull.in_flight.clear()
 
 
-def _overall(pull: _Pull, evidence: Evidence | None) -> Outcome:
-    failures = [m.outcome for m in pull.manifests if m.outcome is not Outcome.OK]
+def _overall(pull: _Pull, stopped_by: Outcome | None) -> Outcome:
+    failures: list[Outcome] = [m.outcome for m in pull.manifests if m.outcome is not Outcome.OK]
     failures += [b.outcome for b in pull.blobs.values() if b.outcome is not Outcome.OK]
-    if evidence is not None and Outcome.TIMEOUT not in failures:
-        failures.append(Outcome.TIMEOUT)
+    if stopped_by is not None and stopped_by not in failures:
+        failures.append(stopped_by)
     if not failures:
         return Outcome.OK
     # Data loss is what pages, so it names the image's outcome even when it came second.

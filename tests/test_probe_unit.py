@@ -473,3 +473,21 @@ class TestRedirects:
         assert outcomes[layer_b].outcome is Outcome.INVALID_RESPONSE
         assert outcomes[layer_b].evidence is not None
         assert "redirects" in outcomes[layer_b].evidence.detail
+
+
+class TestBoundary:
+    async def test_unexpected_error_is_an_outcome(
+        self, fake: tuple[FakeRegistry, TestServer], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An exception nobody foresaw ends that pull as invalid_response instead of escaping."""
+        registry, server = fake
+        registry.add_image("canary/app", "v1", [LAYER_A])
+
+        def broken(body: bytes, content_type: str | None) -> None:
+            raise RuntimeError("parser exploded")
+
+        monkeypatch.setattr("canary.probe.parse_manifest", broken)
+        result = await probe(base(server))
+        assert result.outcome is Outcome.INVALID_RESPONSE
+        assert result.evidence is not None
+        assert result.evidence.detail == "unexpected error: RuntimeError: parser exploded"
