@@ -46,7 +46,8 @@ class _Pull:
     manifests: list[ManifestResult] = field(default_factory=list)
     blobs: dict[str, BlobResult] = field(default_factory=dict)
     in_flight: dict[str, tuple[BlobKind, str | None, float]] = field(default_factory=dict)
-    configs: list[tuple[str | None, bytes | None, BlobResult]] = field(default_factory=list)
+    # Config blobs by the platform's position in the index, so the date never depends on timing.
+    configs: dict[int, tuple[bytes | None, BlobResult]] = field(default_factory=dict)
     stage: str = "manifest"
 
 
@@ -136,7 +137,7 @@ async def _pull(client: RegistryClient, pull: _Pull) -> None:
     if top is None:
         return
     if isinstance(top, ImageManifest):
-        await _image(client, pull, top, platform=None)
+        await _image(client, pull, top, platform=None, position=0)
         return
     selected, missing = _select(top, pull.target.platforms)
     for wanted in missing:
@@ -161,8 +162,8 @@ async def _pull(client: RegistryClient, pull: _Pull) -> None:
     pull.stage = "blobs"
     await asyncio.gather(
         *(
-            _image(client, pull, child, platform=entry.platform)
-            for entry, child in zip(selected, children, strict=True)
+            _image(client, pull, child, platform=entry.platform, position=position)
+            for position, (entry, child) in enumerate(zip(selected, children, strict=True))
             if isinstance(child, ImageManifest)
         )
     )
@@ -250,7 +251,11 @@ async def _manifest(
 
 
 async def _image(
-    client: RegistryClient, pull: _Pull, manifest: ImageManifest, platform: str | None
+    client: RegistryClient,
+    pull: _Pull,
+    manifest: ImageManifest,
+    platform: str | None,
+    position: int,
 ) -> None:
     config_result, body = await _blob(
         client, pull, manifest.config, BlobKind.CONFIG, platform, BlobCheck.GET
@@ -263,7 +268,7 @@ async def _image(
         if platform:
             # Seen only now, from the config: the config's own result gets it too.
             pull.blobs[manifest.config.digest] = replace(config_result, platform=platform)
-    pull.configs.append((platform, body, config_result))
+    pull.configs[position] = (body, config_result)
     await asyncio.gather(
         *(
             _blob(client, pull, layer, BlobKind.LAYER, platform, pull.target.blob_check)
@@ -313,33 +318,35 @@ async def _blob(
 
 
 def _published(pull: _Pull) -> PublishedResult:
-    pin = pull.target.image.published
+    """The date of the first platform, in index order, whose config gives one."""
     if not pull.configs:
         return PublishedResult(
             None, "config", PublishedStatus.MISSING, "the pull did not reach the config blob"
         )
-    _, body, result = pull.configs[0]
-    if body is None:
+    problems = []
+    for position in sorted(pull.configs):
+        body, result = pull.configs[position]
+        if body is None:
+            problems.append(f"the config blob could not be read ({result.outcome})")
+            continue
+        try:
+            config = parse_image_config(body)
+        except ManifestError as exc:
+            problems.append(str(exc))
+            continue
+        if config.created is None:
+            problems.append(config.created_problem or "no date")
+            continue
+        return _judge(config.created, pull.target.image.published)
+    return PublishedResult(None, "config", PublishedStatus.MISSING, problems[0])
+
+
+def _judge(created: datetime, pin: datetime | None) -> PublishedResult:
+    if pin is not None and abs((created - pin).total_seconds()) >= PUBLISHED_TOLERANCE_SECONDS:
         return PublishedResult(
-            None,
-            "config",
-            PublishedStatus.MISSING,
-            f"the config blob could not be read ({result.outcome})",
+            created, "config", PublishedStatus.MISMATCH, f"the pin is {pin.isoformat()}"
         )
-    try:
-        config = parse_image_config(body)
-    except ManifestError as exc:
-        return PublishedResult(None, "config", PublishedStatus.MISSING, str(exc))
-    if config.created is None:
-        return PublishedResult(None, "config", PublishedStatus.MISSING, config.created_problem)
-    if (
-        pin is not None
-        and abs((config.created - pin).total_seconds()) >= PUBLISHED_TOLERANCE_SECONDS
-    ):
-        return PublishedResult(
-            config.created, "config", PublishedStatus.MISMATCH, f"the pin is {pin.isoformat()}"
-        )
-    return PublishedResult(config.created, "config", PublishedStatus.OK)
+    return PublishedResult(created, "config", PublishedStatus.OK)
 
 
 async def probe_catalog(

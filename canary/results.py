@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -156,7 +156,7 @@ class PublishedResult:
     def to_dict(self) -> dict[str, Any]:
         stamp = None
         if self.timestamp is not None:
-            stamp = self.timestamp.isoformat().replace("+00:00", "Z")
+            stamp = self.timestamp.astimezone(UTC).isoformat().replace("+00:00", "Z")
         return {
             "timestamp": stamp,
             "source": self.source,

@@ -491,3 +491,37 @@ class TestBoundary:
         assert result.outcome is Outcome.INVALID_RESPONSE
         assert result.evidence is not None
         assert result.evidence.detail == "unexpected error: RuntimeError: parser exploded"
+
+
+class TestPublishedOfIndex:
+    async def test_first_platform_in_index_order_wins(
+        self, fake: tuple[FakeRegistry, TestServer]
+    ) -> None:
+        """The date comes from the first platform in index order, however the downloads race."""
+        registry, server = fake
+        amd = registry.add_image("canary/app", "amd", [LAYER_A], created="2020-01-01T00:00:00Z")
+        arm = registry.add_image(
+            "canary/app",
+            "arm",
+            [LAYER_B],
+            created="2020-01-01T00:00:30Z",
+            platform=("linux", "arm64"),
+        )
+        registry.add_index("canary/app", "v1", [("linux/amd64", amd), ("linux/arm64", arm)])
+        amd_config = f"/v2/canary/app/blobs/{digest(amd.config)}"
+
+        async def slow(request: web.Request) -> None:
+            await asyncio.sleep(0.2)  # arm64's config arrives first
+
+        registry.faults[amd_config] = slow
+        result = await probe(base(server), published="2020-01-01T00:00:00Z")
+        assert result.published.to_dict()["timestamp"] == "2020-01-01T00:00:00Z"
+        assert result.published.status is PublishedStatus.OK
+
+        async def gone(request: web.Request) -> web.StreamResponse:
+            return oci_error(404, "BLOB_UNKNOWN", "blob unknown")
+
+        registry.faults[amd_config] = gone
+        partial = await probe(base(server))
+        assert partial.outcome is Outcome.BLOB_UNKNOWN
+        assert partial.published.to_dict()["timestamp"] == "2020-01-01T00:00:30Z"
