@@ -79,9 +79,8 @@ async def probe_image(client: RegistryClient, target: Target) -> ImageResult:
         stopped_by = Outcome.TIMEOUT
     except Exception as exc:  # a bug must not take down the other probes
         # Transport and protocol failures are outcomes already; this is the last boundary.
-        evidence = Evidence(
-            detail=f"unexpected error: {type(exc).__name__}: {str(exc)[:200]}", url=client.base_url
-        )
+        # Only the type is kept: an exception's text could carry anything, secrets included.
+        evidence = Evidence(detail=f"unexpected error: {type(exc).__name__}", url=client.base_url)
         stopped_by = Outcome.INVALID_RESPONSE
     duration = time.monotonic() - start
     return ImageResult(

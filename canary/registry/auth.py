@@ -23,10 +23,13 @@ from canary.registry.errors import (
 from canary.results import Hop, Outcome
 
 DEFAULT_TOKEN_SECONDS = 60
+MAX_TOKEN_SECONDS = 86_400
 # Refresh a token this long before it expires, so a request never leaves with a stale one.
 EXPIRY_MARGIN_SECONDS = 5.0
 
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# A token goes into a header as is: printable ASCII without spaces (RFC 6750 b64token and more).
+_HEADER_SAFE_RE = re.compile(r"[\x21-\x7e]+")
 _QUOTED_RE = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
 
@@ -215,18 +218,20 @@ def _parse_token(body: bytes, realm: str, started: float) -> _Token:
             )
         )
     value = document.get("token") or document.get("access_token")
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not _HEADER_SAFE_RE.fullmatch(value):
         raise RegistryError(
             failure(
                 Outcome.INVALID_RESPONSE,
-                "the token endpoint answered without a token",
+                "the token endpoint answered without a usable token",
                 hop=Hop.REGISTRY,
                 url=realm,
                 status=200,
             )
         )
     expires_in = document.get("expires_in", DEFAULT_TOKEN_SECONDS)
-    if not isinstance(expires_in, int | float) or isinstance(expires_in, bool) or expires_in <= 0:
+    # The chained comparison is False for NaN and cannot overflow on huge integers.
+    valid = isinstance(expires_in, int | float) and not isinstance(expires_in, bool)
+    if not valid or not 0 < expires_in <= MAX_TOKEN_SECONDS:
         expires_in = DEFAULT_TOKEN_SECONDS
     # Counting from when we asked keeps us on the safe side of the server's clock.
     return _Token(value=SecretStr(value), expires_at=started + float(expires_in))

@@ -192,7 +192,8 @@ class RegistryClient:
                 raw = await self._session.request(
                     method, url, headers=sent, data=data, allow_redirects=False
                 )
-            except _TRANSPORT_ERRORS as exc:
+            except (*_TRANSPORT_ERRORS, ValueError) as exc:
+                # ValueError: a URL or header aiohttp refuses to send, built from a server's answer.
                 raise RegistryError(outcome_for_exception(exc, hop=hop, url=url)) from exc
             location = raw.headers.get("Location")
             if raw.status not in _REDIRECTS or not location or method not in ("GET", "HEAD"):
