@@ -72,6 +72,36 @@ class _Response:
     hop: Hop
     url: str
 
+    def ok(self, received: int) -> Fetch:
+        return Fetch(
+            outcome=Outcome.OK,
+            hop=self.hop,
+            status=self.raw.status,
+            bytes=received,
+            request_id=request_id(self.raw.headers),
+        )
+
+    def fail(self, outcome: Outcome, detail: str) -> Fetch:
+        """A failure found in the content of a response the server called a success."""
+        return failure(
+            outcome,
+            detail,
+            hop=self.hop,
+            url=self.url,
+            status=self.raw.status,
+            request_id_=request_id(self.raw.headers),
+        )
+
+    async def read_up_to(self, limit: int) -> bytes:
+        """Up to `limit` bytes of the body; fewer only when the body ends first."""
+        data = b""
+        while len(data) < limit:
+            more = await self.raw.content.read(limit - len(data))
+            if not more:
+                break
+            data += more
+        return data
+
 
 class RegistryClient:
     """Speaks the distribution API to one environment, with at most `concurrency` requests open."""
@@ -238,9 +268,9 @@ class RegistryClient:
     ) -> Manifest:
         """Fetch a manifest or index by tag or digest and check its digest; raises RegistryError."""
         path = f"/v2/{repository}/manifests/{reference}"
-        url = f"{self.base_url}{path}"
+        pinned = "the pinned digest"
         if reference.startswith(("sha256:", "sha512:")):
-            expected_digest = reference
+            expected_digest, pinned = reference, "the digest asked for"
         async with self.open(
             "GET",
             path,
@@ -249,73 +279,36 @@ class RegistryClient:
             headers={"Accept": ACCEPT},
         ) as response:
             raw = response.raw
-            rid = request_id(raw.headers)
             if raw.status != 200:
                 raise RegistryError(await self._error(response, "manifest", "GET"))
+            too_big = response.fail(Outcome.INVALID_RESPONSE, "manifest larger than 4 MiB")
             if (raw.content_length or 0) > MAX_MANIFEST_BYTES:
-                raise RegistryError(
-                    failure(
-                        Outcome.INVALID_RESPONSE,
-                        "manifest larger than 4 MiB",
-                        hop=response.hop,
-                        url=url,
-                        status=200,
-                        request_id_=rid,
-                    )
-                )
+                raise RegistryError(too_big)
             try:
-                body = await raw.content.read(MAX_MANIFEST_BYTES + 1)
-                while len(body) <= MAX_MANIFEST_BYTES and not raw.content.at_eof():
-                    more = await raw.content.read(MAX_MANIFEST_BYTES + 1 - len(body))
-                    if not more:
-                        break
-                    body += more
+                body = await response.read_up_to(MAX_MANIFEST_BYTES + 1)
             except _TRANSPORT_ERRORS as exc:
-                raise RegistryError(outcome_for_exception(exc, hop=response.hop, url=url)) from exc
+                fetch = outcome_for_exception(exc, hop=response.hop, url=response.url)
+                raise RegistryError(fetch) from exc
             if len(body) > MAX_MANIFEST_BYTES:
-                raise RegistryError(
-                    failure(
-                        Outcome.INVALID_RESPONSE,
-                        "manifest larger than 4 MiB",
-                        hop=response.hop,
-                        url=url,
-                        status=200,
-                        request_id_=rid,
-                    )
-                )
-            fetch = Fetch(
-                outcome=Outcome.OK, hop=response.hop, status=200, bytes=len(body), request_id=rid
-            )
+                raise RegistryError(too_big)
             served = raw.headers.get("Docker-Content-Digest")
             for claimed, whose in (
                 (served, "the registry's Docker-Content-Digest"),
-                (expected_digest, "the pinned digest"),
+                (expected_digest, pinned),
             ):
                 if not claimed:
                     continue
                 try:
                     digester = Digester(claimed)
                 except ManifestError:
-                    raise RegistryError(
-                        failure(
-                            Outcome.INVALID_RESPONSE,
-                            f"{whose} is not a digest",
-                            hop=response.hop,
-                            url=url,
-                            status=200,
-                            request_id_=rid,
-                        )
-                    ) from None
+                    fetch = response.fail(Outcome.INVALID_RESPONSE, f"{whose} is not a digest")
+                    raise RegistryError(fetch) from None
                 digester.update(body)
                 if not digester.matches:
                     raise RegistryError(
-                        failure(
+                        response.fail(
                             Outcome.DIGEST_MISMATCH,
                             f"manifest body is {digester.actual}, {whose} is {claimed}",
-                            hop=response.hop,
-                            url=url,
-                            status=200,
-                            request_id_=rid,
                         )
                     )
             algorithm = (expected_digest or served or "sha256").partition(":")[0]
@@ -323,7 +316,7 @@ class RegistryClient:
                 body=body,
                 digest=digest_of(body, algorithm),
                 content_type=raw.headers.get("Content-Type"),
-                fetch=fetch,
+                fetch=response.ok(len(body)),
             )
 
     async def fetch_blob(
@@ -370,130 +363,60 @@ def _size_problem(response: _Response, blob: Descriptor) -> str | None:
 
 
 async def _verify_body(response: _Response, blob: Descriptor, keep: list[bytes] | None) -> Fetch:
-    raw, rid = response.raw, request_id(response.raw.headers)
-    if raw.status != 200:
-        return failure(
-            Outcome.INVALID_RESPONSE,
-            f"HTTP {raw.status} to a GET without Range",
-            hop=response.hop,
-            url=response.url,
-            status=raw.status,
-            request_id_=rid,
+    if response.raw.status != 200:
+        return response.fail(
+            Outcome.INVALID_RESPONSE, f"HTTP {response.raw.status} to a GET without Range"
         )
     problem = _size_problem(response, blob)
     if problem:
-        return failure(
-            Outcome.SIZE_MISMATCH,
-            problem,
-            hop=response.hop,
-            url=response.url,
-            status=200,
-            request_id_=rid,
-        )
+        return response.fail(Outcome.SIZE_MISMATCH, problem)
     digester = Digester(blob.digest)
     received = 0
-    async for chunk in raw.content.iter_any():
+    async for chunk in response.raw.content.iter_any():
         received += len(chunk)
         if received > blob.size:
-            return failure(
-                Outcome.SIZE_MISMATCH,
-                f"more than the descriptor's {blob.size} bytes",
-                hop=response.hop,
-                url=response.url,
-                status=200,
-                request_id_=rid,
+            return response.fail(
+                Outcome.SIZE_MISMATCH, f"more than the descriptor's {blob.size} bytes"
             )
         digester.update(chunk)
         if keep is not None:
             keep.append(chunk)
     if received != blob.size:
-        return failure(
-            Outcome.SIZE_MISMATCH,
-            f"{received} bytes, the descriptor says {blob.size}",
-            hop=response.hop,
-            url=response.url,
-            status=200,
-            request_id_=rid,
+        return response.fail(
+            Outcome.SIZE_MISMATCH, f"{received} bytes, the descriptor says {blob.size}"
         )
     if not digester.matches:
-        return failure(
-            Outcome.DIGEST_MISMATCH,
-            f"content hashes to {digester.actual}",
-            hop=response.hop,
-            url=response.url,
-            status=200,
-            request_id_=rid,
-        )
-    return Fetch(outcome=Outcome.OK, hop=response.hop, status=200, bytes=received, request_id=rid)
+        return response.fail(Outcome.DIGEST_MISMATCH, f"content hashes to {digester.actual}")
+    return response.ok(received)
 
 
 async def _check_range(response: _Response, blob: Descriptor) -> Fetch:
-    raw, rid = response.raw, request_id(response.raw.headers)
     wanted = min(blob.size, RANGE_BYTES)
-    content_range = raw.headers.get("Content-Range", "")
-    total = content_range.rpartition("/")[2]
-    if raw.status == 206 and total.isdigit() and int(total) != blob.size:
-        return failure(
+    total = response.raw.headers.get("Content-Range", "").rpartition("/")[2]
+    if response.raw.status == 206 and total.isdigit() and int(total) != blob.size:
+        return response.fail(
             Outcome.SIZE_MISMATCH,
             f"Content-Range total is {total}, the descriptor says {blob.size}",
-            hop=response.hop,
-            url=response.url,
-            status=206,
-            request_id_=rid,
         )
     problem = _size_problem(response, blob)
     if problem:
-        return failure(
-            Outcome.SIZE_MISMATCH,
-            problem,
-            hop=response.hop,
-            url=response.url,
-            status=200,
-            request_id_=rid,
-        )
-    data = await raw.content.read(wanted)
-    while len(data) < wanted and not raw.content.at_eof():
-        more = await raw.content.read(wanted - len(data))
-        if not more:
-            break
-        data += more
+        return response.fail(Outcome.SIZE_MISMATCH, problem)
+    data = await response.read_up_to(wanted)
     if len(data) < wanted:
-        return failure(
-            Outcome.SIZE_MISMATCH,
-            f"{len(data)} bytes where {wanted} were asked for",
-            hop=response.hop,
-            url=response.url,
-            status=raw.status,
-            request_id_=rid,
+        return response.fail(
+            Outcome.SIZE_MISMATCH, f"{len(data)} bytes where {wanted} were asked for"
         )
-    return Fetch(
-        outcome=Outcome.OK, hop=response.hop, status=raw.status, bytes=len(data), request_id=rid
-    )
+    return response.ok(len(data))
 
 
 def _check_head(response: _Response, blob: Descriptor) -> Fetch:
-    raw, rid = response.raw, request_id(response.raw.headers)
     problem = _size_problem(response, blob)
     if problem:
-        return failure(
-            Outcome.SIZE_MISMATCH,
-            problem,
-            hop=response.hop,
-            url=response.url,
-            status=raw.status,
-            request_id_=rid,
-        )
-    served = raw.headers.get("Docker-Content-Digest")
+        return response.fail(Outcome.SIZE_MISMATCH, problem)
+    served = response.raw.headers.get("Docker-Content-Digest")
     if served and served != blob.digest:
-        return failure(
-            Outcome.DIGEST_MISMATCH,
-            f"Docker-Content-Digest is {served}",
-            hop=response.hop,
-            url=response.url,
-            status=raw.status,
-            request_id_=rid,
-        )
-    return Fetch(outcome=Outcome.OK, hop=response.hop, status=raw.status, bytes=0, request_id=rid)
+        return response.fail(Outcome.DIGEST_MISMATCH, f"Docker-Content-Digest is {served}")
+    return response.ok(0)
 
 
 def make_session(environment: Environment) -> aiohttp.ClientSession:
