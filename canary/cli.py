@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from canary import __version__
 from canary.config import Config, ConfigError, load_config
 from canary.probe import probe_catalog
+from canary.process import tune_allocator
 from canary.registry.client import RegistryClient
 from canary.report import Progress, render_json, render_text
 from canary.seed import SeedReport, parse_size, render_pins, seed
@@ -117,6 +118,7 @@ _COMMANDS = {"probe": _probe, "check-config": _check_config, "seed": _seed}
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    tune_allocator()
     try:
         return _COMMANDS[args.command](args)
     except ConfigError as exc:
