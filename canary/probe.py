@@ -136,6 +136,7 @@ async def _pull(client: RegistryClient, pull: _Pull) -> None:
     if top is None:
         return
     if isinstance(top, ImageManifest):
+        pull.stage = "blobs"
         await _image(client, pull, top, platform=None, position=0)
         return
     selected, missing = _select(top, pull.target.platforms)
