@@ -1,4 +1,4 @@
-"""The `registry-canary` commands: probe, check-config, seed."""
+"""The `registry-canary` commands: run, probe, check-config, seed."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from canary import __version__
 from canary.config import Config, ConfigError, load_config
@@ -41,6 +42,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     probe.add_argument("--format", choices=("text", "json"), default="text")
 
+    run = commands.add_parser("run", help="probe the catalog forever and serve metrics")
+    run.add_argument("--config", required=True, help="catalog file (YAML)")
+    run.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="serve /metrics, /healthz, /readyz, /status here (default from config)",
+    )
+    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+
     check = commands.add_parser("check-config", help="validate a catalog file; exit 2 if invalid")
     check.add_argument("file")
 
@@ -54,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
         "--layer-size",
         default="16KiB",
         help="bytes per layer, e.g. 4096, 64KiB, 32MiB (default 16KiB)",
+    )
+    seed.add_argument(
+        "--repush",
+        action="store_true",
+        help="push again tags that hold exactly what seed makes (restores lost blob links); "
+        "never overwrites other content",
     )
     return parser
 
@@ -77,6 +93,20 @@ def _probe(args: argparse.Namespace) -> int:
     progress.finish()
     sys.stdout.write(render_json(results) + "\n" if args.format == "json" else render_text(results))
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
+def _run(args: argparse.Namespace) -> int:
+    from canary.config import Daemon as DaemonSettings
+    from canary.daemon import Daemon
+
+    config = load_config(args.config)
+    if args.listen is not None:
+        try:
+            DaemonSettings(listen=args.listen)
+        except ValueError as exc:
+            raise _UsageError(f"--listen: {args.listen!r} is not HOST:PORT") from exc
+    daemon = Daemon(Path(args.config), config, listen=args.listen, log_level=args.log_level)
+    return asyncio.run(daemon.run())
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -103,7 +133,7 @@ def _seed(args: argparse.Namespace) -> int:
 
     async def run() -> list[SeedReport]:
         async with RegistryClient(environment) as client:
-            return await seed(client, images, args.layers, layer_size)
+            return await seed(client, images, args.layers, layer_size, repush=args.repush)
 
     reports = asyncio.run(run())
     sys.stdout.write(render_pins(reports))
@@ -113,7 +143,7 @@ def _seed(args: argparse.Namespace) -> int:
     return EXIT_FAILED if refused else EXIT_OK
 
 
-_COMMANDS = {"probe": _probe, "check-config": _check_config, "seed": _seed}
+_COMMANDS = {"run": _run, "probe": _probe, "check-config": _check_config, "seed": _seed}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

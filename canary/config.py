@@ -104,6 +104,8 @@ class Defaults(_Model):
     platforms: Platforms = "all"
     # A data-loss outcome is fetched again after this pause before it is reported.
     recheck_delay: Duration = 1.0
+    # How often an image whose last pull failed is pulled until it recovers; default interval/4.
+    suspect_interval: Duration | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,9 +354,45 @@ class Target:
     interval: float
     timeout: float
     recheck_delay: float
+    suspect_interval: float
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """(environment, repository, tag): what identifies this target in metrics and state."""
+        return self.environment.name, self.image.repository, self.image.tag
+
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+def _listen(value: object) -> object:
+    if not isinstance(value, str):
+        raise ValueError("listen is HOST:PORT, such as 127.0.0.1:9321 or [::]:9321")
+    _, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not HOST:PORT, such as 127.0.0.1:9321 or [::]:9321")
+    return value
+
+
+Listen = Annotated[str, BeforeValidator(_listen)]
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - an empty host means all
+
+
+class Daemon(_Model):
+    """Settings of `registry-canary run`; the command line can override listen and log_level."""
+
+    listen: Listen = "127.0.0.1:9321"
+    log_level: LogLevel = "info"
+    # After SIGTERM, in-flight pulls get this long to finish before they are cancelled.
+    grace_period: Duration = 10.0
 
 
 class Config(_Model):
+    daemon: Daemon = Daemon()
     defaults: Defaults = Defaults()
     environments: tuple[Environment, ...]
     images: tuple[Image, ...]
@@ -398,14 +436,16 @@ class Config(_Model):
             for image in self.images:
                 if image.environments is not None and env.name not in image.environments:
                     continue
+                interval = image.interval or env.interval or self.defaults.interval
                 yield Target(
                     environment=env,
                     image=image,
                     blob_check=image.blob_check or self.defaults.blob_check,
                     platforms=image.platforms or self.defaults.platforms,
-                    interval=image.interval or env.interval or self.defaults.interval,
+                    interval=interval,
                     timeout=image.timeout or env.timeout or self.defaults.timeout,
                     recheck_delay=self.defaults.recheck_delay,
+                    suspect_interval=min(self.defaults.suspect_interval or interval / 4, interval),
                 )
 
 

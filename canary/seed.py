@@ -231,16 +231,24 @@ async def push(client: RegistryClient, image: SyntheticImage) -> None:
 @dataclass(frozen=True, slots=True)
 class SeedReport:
     image: Image
-    action: str  # "pushed", "present", or "refused"
+    action: str  # "pushed", "repushed", "present", or "refused"
     digest: str | None
     published: datetime
     detail: str = ""
 
 
 async def seed(
-    client: RegistryClient, images: Sequence[Image], layers: int, layer_size: int
+    client: RegistryClient,
+    images: Sequence[Image],
+    layers: int,
+    layer_size: int,
+    repush: bool = False,
 ) -> list[SeedReport]:
-    """Push every image the environment lacks; never overwrite a tag that exists."""
+    """Push every image the environment lacks; never overwrite a tag that exists.
+
+    With `repush`, a tag that already holds exactly what seed makes is pushed again: blobs the
+    repository no longer links are uploaded, which restores them (the incident's remedy).
+    """
     reports = []
     for image in images:
         synthetic = synthesize(image, layers, layer_size)
@@ -258,11 +266,14 @@ async def seed(
             continue
         try:
             served = await _existing(client, image.repository, "manifests", image.tag)
-            if served is not None:
+            if served is not None and not (repush and served == synthetic.digest):
                 detail = "" if served == synthetic.digest else "not made by seed; published unknown"
                 reports.append(SeedReport(image, "present", served, synthetic.published, detail))
                 continue
             await push(client, synthetic)
+            if served is not None:
+                reports.append(SeedReport(image, "repushed", synthetic.digest, synthetic.published))
+                continue
         except (RegistryError, SeedError) as exc:
             reports.append(SeedReport(image, "refused", None, synthetic.published, str(exc)))
             continue

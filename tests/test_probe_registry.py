@@ -136,6 +136,13 @@ class TestIncident:
         for healthy in ("canary/busybox", "canary/multi", "canary/fresh"):
             assert found[healthy]["ok"], found[healthy]
 
+        # Pushing the same image again rewrites the links: the remedy, and the recovery signal.
+        assert "# repushed" in seed_images(
+            fresh, "--layers", "2", "--layer-size", "8KiB", "--repush"
+        )
+        status, results = probe_json(fresh)
+        assert status == 0, [r["outcome"] for r in results]
+
     def test_head_mode_sees_it_too(
         self, registry: LocalRegistry, seeded: Path, tmp_path: Path
     ) -> None:

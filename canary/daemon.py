@@ -1,0 +1,154 @@
+"""`registry-canary run`: the scheduler, the sinks and the HTTP server, signals and reloads."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from prometheus_client import CollectorRegistry
+
+from canary import __version__
+from canary.config import Config, ConfigError, load_config, split_listen
+from canary.logconfig import configure_logging, get_logger
+from canary.metrics import Metrics
+from canary.schedule import ProbeScheduler
+from canary.sinks import Sink
+from canary.sinks.logs import LogSink
+from canary.sinks.metrics import MetricsSink
+from canary.sinks.state import StateSink
+from canary.web import make_app, serve
+
+
+def _catalog_size(config: Config) -> dict[str, int]:
+    return {
+        "environments": len(config.environments),
+        "images": len(config.images),
+        "probes_per_round": sum(1 for _ in config.targets()),
+    }
+
+
+class Daemon:
+    """Probes the catalog forever; SIGHUP reloads, SIGTERM and SIGINT stop it gracefully."""
+
+    def __init__(
+        self,
+        config_path: Path,
+        config: Config,
+        listen: str | None = None,
+        log_level: str | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.listen = listen or config.daemon.listen
+        self.log_level = log_level
+        self.registry = registry or CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self.state = StateSink()
+        self.log = get_logger()
+        self.started_at = datetime.now(UTC)
+        self._stop = asyncio.Event()
+        self._scheduler: AsyncIOScheduler | None = None
+        self._prober: ProbeScheduler | None = None
+        self.port: int | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def reload(self) -> bool:
+        """Load the config file again; on failure keep the last good config and say why."""
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            self.metrics.config_reload_ok.set(0)
+            problems = [f"{loc}: {reason}" if loc else reason for loc, reason in exc.problems]
+            self.log.error("config_reload_failed", path=str(self.config_path), problems=problems)
+            return False
+        assert self._prober is not None
+        self.config = config
+        if self.log_level is None:
+            configure_logging(config.daemon.log_level)
+        self._prober.apply(config)
+        self._loaded()
+        self.log.info("config_reloaded", path=str(self.config_path), **_catalog_size(config))
+        return True
+
+    def _loaded(self) -> None:
+        self.metrics.config_reload_ok.set(1)
+        self.metrics.config_reload_time.set(time.time())
+
+    def healthy(self) -> bool:
+        return self._scheduler is not None and self._scheduler.running and not self._stop.is_set()
+
+    def status(self) -> dict[str, Any]:
+        prober = self._prober
+        images = self.state.snapshot()
+        for image in images:
+            key = (image["environment"], image["repository"], image["tag"])
+            next_run = prober.next_run(key) if prober else None
+            image["suspect"] = bool(prober and prober.suspect(key))
+            image["next_probe"] = next_run.isoformat().replace("+00:00", "Z") if next_run else None
+        environments = self.state.environments()
+        return {
+            "version": __version__,
+            "started_at": self.started_at.isoformat().replace("+00:00", "Z"),
+            "ready": bool(environments) and all(environments.values()),
+            "environments": [{"name": n, "ready": r} for n, r in environments.items()],
+            "images": images,
+        }
+
+    async def run(self) -> int:
+        configure_logging(self.log_level or self.config.daemon.log_level)
+        loop = asyncio.get_running_loop()
+        self._scheduler = AsyncIOScheduler(timezone=UTC, event_loop=loop)
+        sinks: list[Sink] = [MetricsSink(self.metrics), self.state, LogSink(self.log)]
+        self._prober = ProbeScheduler(self._scheduler, sinks, self.metrics, self.log)
+        self._prober.apply(self.config)
+        self._loaded()
+        host, port = split_listen(self.listen)
+        app = make_app(self.registry, self.healthy, self.state.environments, self.status)
+        runner = await serve(app, host, port)
+        self.port = _bound_port(runner) or port
+        self._scheduler.start()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        self.log.info(
+            "started",
+            version=__version__,
+            listen=f"{host}:{self.port}",
+            config=str(self.config_path),
+            **_catalog_size(self.config),
+        )
+        try:
+            await self._stop.wait()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(signum)
+            self.log.info(
+                "stopping",
+                in_flight=self._prober.in_flight,
+                grace_seconds=self.config.daemon.grace_period,
+            )
+            # Pause first: shutting the scheduler down would cancel in-flight pulls at once.
+            self._scheduler.pause()
+            cancelled = await self._prober.drain(self.config.daemon.grace_period)
+            self._scheduler.shutdown(wait=False)
+            await runner.cleanup()
+            await self._prober.close()
+            self.log.info("stopped", cancelled=cancelled)
+        return 0
+
+
+def _bound_port(runner: Any) -> int | None:
+    """The port actually bound, which differs from the one asked for when that was 0."""
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            port: int = address[1]
+            return port
+    return None

@@ -1,0 +1,105 @@
+"""Every Prometheus metric the canary exports, defined once on an injected CollectorRegistry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from canary import __version__
+
+PREFIX = "registry_canary_"
+ENTRY = ("environment", "repository", "tag")
+# From a tiny HEAD on loopback to a multi-GiB verified pull over a slow link.
+PULL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+BLOB_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class Metrics:
+    """The metric objects; sinks update them, nothing else creates metrics."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.blob_fetches = Counter(
+            PREFIX + "blob_fetches",
+            "Blob fetches by confirmed outcome.",
+            [*ENTRY, "kind", "outcome"],
+            registry=registry,
+        )
+        self.manifest_fetches = Counter(
+            PREFIX + "manifest_fetches",
+            "Manifest and index fetches by confirmed outcome.",
+            [*ENTRY, "outcome"],
+            registry=registry,
+        )
+        self.image_pull_success = Gauge(
+            PREFIX + "image_pull_success",
+            "1 if the last completed pull of the image verified, else 0.",
+            ENTRY,
+            registry=registry,
+        )
+        self.image_last_probe = Gauge(
+            PREFIX + "image_last_probe_timestamp_seconds",
+            "When the last pull of the image finished.",
+            ENTRY,
+            registry=registry,
+        )
+        self.image_last_success = Gauge(
+            PREFIX + "image_last_success_timestamp_seconds",
+            "When the last verified pull of the image finished.",
+            ENTRY,
+            registry=registry,
+        )
+        self.image_pull_duration = Histogram(
+            PREFIX + "image_pull_duration_seconds",
+            "Duration of whole image pulls.",
+            ["environment"],
+            buckets=PULL_BUCKETS,
+            registry=registry,
+        )
+        self.blob_fetch_duration = Histogram(
+            PREFIX + "blob_fetch_duration_seconds",
+            "Duration of blob fetches, rechecks included.",
+            ["environment", "kind"],
+            buckets=BLOB_BUCKETS,
+            registry=registry,
+        )
+        self.blob_fetch_bytes = Counter(
+            PREFIX + "blob_fetch_bytes",
+            "Blob bytes received and verified as far as blob_check allows.",
+            ["environment", "kind"],
+            registry=registry,
+        )
+        self.tag_published = Gauge(
+            PREFIX + "tag_published_timestamp_seconds",
+            "The tag's published date as the source reports it; absent while unknown.",
+            [*ENTRY, "source"],
+            registry=registry,
+        )
+        self.tag_published_valid = Gauge(
+            PREFIX + "tag_published_date_valid",
+            "1 if the source gives a real published date that matches the pin, else 0.",
+            [*ENTRY, "source"],
+            registry=registry,
+        )
+        self.probes_skipped = Counter(
+            PREFIX + "probes_skipped",
+            "Scheduled pulls not started, by reason (overlap: the previous one still ran).",
+            ["environment", "reason"],
+            registry=registry,
+        )
+        self.config_reload_ok = Gauge(
+            PREFIX + "config_last_reload_successful",
+            "1 if the last configuration load succeeded, else 0.",
+            registry=registry,
+        )
+        self.config_reload_time = Gauge(
+            PREFIX + "config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully.",
+            registry=registry,
+        )
+        self.build_info = Gauge(
+            PREFIX + "build_info",
+            "Always 1; the version is a label.",
+            ["version"],
+            registry=registry,
+        )
+        self.build_info.labels(__version__).set(1)

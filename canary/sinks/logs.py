@@ -1,0 +1,58 @@
+"""One canonical log line per image pull, with the evidence of whatever failed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from canary.config import Target
+from canary.results import BlobResult, ImageResult
+
+
+def _failure(item: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {"outcome": str(item.outcome), "status": item.status}
+    if isinstance(item, BlobResult):
+        fields.update(
+            digest=item.digest,
+            kind=str(item.kind),
+            hop=str(item.hop),
+            first_outcome=str(item.first_outcome),
+            request_id=item.request_id,
+        )
+    else:
+        fields.update(manifest=item.digest or "tag", platform=item.platform)
+    if item.evidence is not None:
+        fields["detail"] = item.evidence.detail
+        if item.evidence.request_id:
+            fields["request_id"] = item.evidence.request_id
+    return fields
+
+
+class LogSink:
+    def __init__(self, logger: Any) -> None:
+        self._log = logger
+
+    def track(self, targets: Sequence[Target]) -> None:
+        pass  # logs keep no per-entry state
+
+    def consume(self, result: ImageResult) -> None:
+        fields: dict[str, Any] = {
+            "environment": result.environment,
+            "repository": result.repository,
+            "tag": result.tag,
+            "outcome": str(result.outcome),
+            "duration_seconds": round(result.duration_seconds, 4),
+            "blobs": len(result.blobs),
+            "bytes": sum(b.bytes for b in result.blobs),
+            "published": result.published.to_dict()["timestamp"],
+            "published_status": str(result.published.status),
+        }
+        if result.manifests and result.manifests[0].digest:
+            fields["digest"] = result.manifests[0].digest
+        if not result.ok:
+            fields["failures"] = [_failure(item) for item in result.failures]
+            if result.evidence is not None:
+                fields["detail"] = result.evidence.detail
+            self._log.warning("image_probed", **fields)
+        else:
+            self._log.info("image_probed", **fields)

@@ -1,0 +1,74 @@
+"""Turns results into Prometheus series, and drops the series of entries that left the catalog."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from typing import TypeVar
+
+from prometheus_client.metrics import MetricWrapperBase
+
+from canary.config import Target
+from canary.metrics import Metrics
+from canary.results import BlobKind, ImageResult, Outcome, PublishedStatus
+
+Key = tuple[str, str, str]
+M = TypeVar("M", bound=MetricWrapperBase)
+# Present at 0 from start-up, so ratios and increase() work from the very first failure.
+_BLOB_START = (Outcome.OK, Outcome.BLOB_UNKNOWN)
+_MANIFEST_START = (Outcome.OK, Outcome.MANIFEST_UNKNOWN)
+
+
+class MetricsSink:
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._series: dict[Key, set[tuple[MetricWrapperBase, tuple[str, ...]]]] = {}
+
+    def _touch(self, key: Key, metric: M, *labels: str) -> M:
+        self._series[key].add((metric, labels))
+        return metric.labels(*labels)
+
+    def track(self, targets: Sequence[Target]) -> None:
+        keys = {target.key for target in targets}
+        for key in [k for k in self._series if k not in keys]:
+            for metric, labels in self._series.pop(key):
+                with contextlib.suppress(KeyError):
+                    metric.remove(*labels)
+        m = self.metrics
+        for key in keys - self._series.keys():
+            self._series[key] = set()
+            for kind in BlobKind:
+                for outcome in _BLOB_START:
+                    self._touch(key, m.blob_fetches, *key, kind, outcome)
+            for outcome in _MANIFEST_START:
+                self._touch(key, m.manifest_fetches, *key, outcome)
+            m.probes_skipped.labels(key[0], "overlap")
+
+    def consume(self, result: ImageResult) -> None:
+        key = (result.environment, result.repository, result.tag)
+        if key not in self._series:
+            return  # removed from the catalog while this pull was in flight
+        m, env = self.metrics, result.environment
+        for manifest in result.manifests:
+            self._touch(key, m.manifest_fetches, *key, manifest.outcome).inc()
+        for blob in result.blobs:
+            self._touch(key, m.blob_fetches, *key, blob.kind, blob.outcome).inc()
+            m.blob_fetch_duration.labels(env, blob.kind).observe(blob.duration_seconds)
+            m.blob_fetch_bytes.labels(env, blob.kind).inc(blob.bytes)
+        m.image_pull_duration.labels(env).observe(result.duration_seconds)
+        now = time.time()
+        self._touch(key, m.image_pull_success, *key).set(1 if result.ok else 0)
+        self._touch(key, m.image_last_probe, *key).set(now)
+        if result.ok:
+            self._touch(key, m.image_last_success, *key).set(now)
+        published = result.published
+        labels = (*key, published.source)
+        if published.timestamp is not None:
+            stamp = published.timestamp.timestamp()
+            self._touch(key, m.tag_published, *labels).set(stamp)
+        else:
+            with contextlib.suppress(KeyError):
+                m.tag_published.remove(*labels)
+        valid = 1 if published.status is PublishedStatus.OK else 0
+        self._touch(key, m.tag_published_valid, *labels).set(valid)

@@ -1,0 +1,60 @@
+"""The daemon's own HTTP server: /metrics, /healthz, /readyz and /status, all read-only."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+# No endpoint takes a body; anything larger than a request line and headers is refused.
+MAX_REQUEST_BYTES = 16 * 1024
+
+
+def _json(document: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        text=json.dumps(document, indent=1),
+        status=status,
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def make_app(
+    registry: CollectorRegistry,
+    healthy: Callable[[], bool],
+    environments: Callable[[], dict[str, bool]],
+    status: Callable[[], dict[str, Any]],
+) -> web.Application:
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def healthz(request: web.Request) -> web.Response:
+        ok = healthy()
+        return _json({"healthy": ok}, 200 if ok else 503)
+
+    async def readyz(request: web.Request) -> web.Response:
+        ready = environments()
+        ok = bool(ready) and all(ready.values())
+        return _json({"ready": ok, "environments": ready}, 200 if ok else 503)
+
+    async def status_json(request: web.Request) -> web.Response:
+        return _json(status())
+
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/status", status_json)
+    return app
+
+
+async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
