@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from canary.testbed import free_port
 from tests.conftest import REPO_ROOT, run_cli
 
 pytestmark = pytest.mark.registry
@@ -16,7 +18,15 @@ pytestmark = pytest.mark.registry
 def test_demo_shows_healthy_then_incident() -> None:
     """The first probe of the demo passes; the one after the injected incident fails."""
     done = subprocess.run(
-        [sys.executable, "-m", "canary.demo"],
+        [
+            sys.executable,
+            "-m",
+            "canary.demo",
+            "--listen",
+            f"127.0.0.1:{free_port()}",
+            "--run-for",
+            "7",
+        ],
         capture_output=True,
         text=True,
         timeout=180,
@@ -28,6 +38,12 @@ def test_demo_shows_healthy_then_incident() -> None:
     assert "3 of 4 image pulls verified, 1 failed" in done.stdout
     assert "local canary/alpine:2023-05: blob_unknown" in done.stdout
     assert "exit status: healthy run 0, after the incident 1" in done.stdout
+    # Then the daemon ran on the broken registry and logged the failing pull as JSON.
+    probed = [json.loads(line) for line in done.stdout.splitlines() if '"image_probed"' in line]
+    assert any(
+        p["repository"] == "canary/alpine" and p["outcome"] == "blob_unknown" for p in probed
+    )
+    assert any(p["repository"] == "canary/busybox" and p["outcome"] == "ok" for p in probed)
 
 
 def test_probe_with_bad_config_exits_2(tmp_path: Path) -> None:
