@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -75,19 +75,32 @@ async def fake() -> AsyncIterator[tuple[FakeRegistry, str]]:
         await server.close()
 
 
-def prober(scheduler: AsyncIOScheduler, *sinks: Any) -> tuple[ProbeScheduler, CollectorRegistry]:
-    registry = CollectorRegistry()
-    return ProbeScheduler(
-        scheduler, list(sinks), Metrics(registry), structlog.get_logger("t")
-    ), registry
+Factory = Callable[..., tuple[ProbeScheduler, CollectorRegistry]]
+
+
+@pytest.fixture
+async def prober(scheduler: AsyncIOScheduler) -> AsyncIterator[Factory]:
+    """Makes ProbeSchedulers on the paused scheduler and closes their clients afterwards."""
+    made: list[ProbeScheduler] = []
+
+    def make(*sinks: Any) -> tuple[ProbeScheduler, CollectorRegistry]:
+        registry = CollectorRegistry()
+        log = structlog.get_logger("test")
+        probes = ProbeScheduler(scheduler, list(sinks), Metrics(registry), log)
+        made.append(probes)
+        return probes, registry
+
+    yield make
+    for probes in made:
+        await probes.close()
 
 
 class TestJobs:
     async def test_one_job_per_target_spread_over_the_interval(
-        self, scheduler: AsyncIOScheduler
+        self, scheduler: AsyncIOScheduler, prober: Factory
     ) -> None:
         """Each target gets a non-overlapping job; first runs are spread evenly over an interval."""
-        probes, _ = prober(scheduler)
+        probes, _ = prober()
         probes.apply(config("http://127.0.0.1:1", ["a/a", "a/b", "a/c", "a/d"]), now=NOW)
         jobs = {job.id: job for job in scheduler.get_jobs()}
         assert set(jobs) == {"local/a/a:v1", "local/a/b:v1", "local/a/c:v1", "local/a/d:v1"}
@@ -99,9 +112,11 @@ class TestJobs:
             assert job.max_instances == 1
             assert job.coalesce is True
 
-    async def test_reload_keeps_unchanged_jobs(self, scheduler: AsyncIOScheduler) -> None:
+    async def test_reload_keeps_unchanged_jobs(
+        self, scheduler: AsyncIOScheduler, prober: Factory
+    ) -> None:
         """A reload drops removed targets, replaces changed ones and leaves the rest alone."""
-        probes, _ = prober(scheduler)
+        probes, _ = prober()
         probes.apply(config("http://127.0.0.1:1", ["a/a", "a/b", "a/c"]), now=NOW)
         kept = scheduler.get_job("local/a/a:v1").trigger.start_date
         changed = to_config(
@@ -119,9 +134,9 @@ class TestJobs:
         assert scheduler.get_job("local/a/a:v1").trigger.start_date == kept
         assert scheduler.get_job("local/a/b:v1").trigger.interval == timedelta(minutes=2)
 
-    async def test_overlap_is_counted(self, scheduler: AsyncIOScheduler) -> None:
+    async def test_overlap_is_counted(self, scheduler: AsyncIOScheduler, prober: Factory) -> None:
         """A run skipped because the previous one still runs counts as probes_skipped overlap."""
-        probes, registry = prober(scheduler)
+        probes, registry = prober()
         probes.apply(config("http://127.0.0.1:1", ["a/a"]), now=NOW)
         event = JobSubmissionEvent(EVENT_JOB_MAX_INSTANCES, "local/a/a:v1", "default", [NOW])
         scheduler._dispatch_event(event)
@@ -131,12 +146,12 @@ class TestJobs:
 
 class TestRuns:
     async def test_failing_target_is_probed_sooner_until_it_recovers(
-        self, scheduler: AsyncIOScheduler, fake: tuple[FakeRegistry, str]
+        self, scheduler: AsyncIOScheduler, fake: tuple[FakeRegistry, str], prober: Factory
     ) -> None:
         """A failed pull switches the job to the suspect interval; a good one switches back."""
         registry, url = fake
         collect = Collect()
-        probes, _ = prober(scheduler, Explode(), collect)
+        probes, _ = prober(Explode(), collect)
         probes.apply(config(url, ["canary/app"]))
         key = ("local", "canary/app", "v1")
         await probes._run(key)  # no such image yet: manifest_unknown
@@ -148,16 +163,15 @@ class TestRuns:
         assert collect.results[-1].ok  # the sink before it raised, and this one still got it
         assert not probes.suspect(key)
         assert scheduler.get_job(job_id(key)).trigger.interval == timedelta(seconds=60)
-        await probes.close()
 
     async def test_drain_waits_for_in_flight_pulls(
-        self, scheduler: AsyncIOScheduler, fake: tuple[FakeRegistry, str]
+        self, scheduler: AsyncIOScheduler, fake: tuple[FakeRegistry, str], prober: Factory
     ) -> None:
         """Draining lets a running pull finish within the grace period and cancels none."""
         registry, url = fake
         registry.add_image("canary/app", "v1", [b"layer"])
         collect = Collect()
-        probes, _ = prober(scheduler, collect)
+        probes, _ = prober(collect)
         probes.apply(config(url, ["canary/app"]))
         task = asyncio.create_task(probes._run(("local", "canary/app", "v1")))
         await asyncio.sleep(0)
@@ -165,4 +179,3 @@ class TestRuns:
         assert await probes.drain(grace=10) == 0
         assert task.done()
         assert collect.results[-1].ok
-        await probes.close()
