@@ -28,6 +28,9 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    if not stream.isatty():
+        # JSON needs tracebacks as text; the console renderer formats them itself.
+        common.append(structlog.processors.format_exc_info)
     handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(processor=renderer, foreign_pre_chain=common)

@@ -209,6 +209,8 @@ async def _manifest(
                 platform=platform,
                 first_outcome=first.outcome,
                 evidence=final.evidence,
+                hop=final.hop,
+                request_id=final.request_id,
             )
         )
         return None
@@ -234,6 +236,8 @@ async def _manifest(
                 platform=platform,
                 first_outcome=first.outcome,
                 evidence=bad.evidence,
+                hop=final.hop,
+                request_id=final.request_id,
             )
         )
         return None
@@ -245,6 +249,8 @@ async def _manifest(
             media_type=parsed.media_type,
             platform=platform,
             first_outcome=first.outcome,
+            hop=final.hop,
+            request_id=final.request_id,
         )
     )
     return parsed

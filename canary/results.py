@@ -101,13 +101,17 @@ class ManifestResult:
     platform: str | None = None
     first_outcome: Outcome | None = None
     evidence: Evidence | None = None
+    hop: Hop = Hop.REGISTRY
+    request_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "digest": self.digest,
             "outcome": str(self.outcome),
             "first_outcome": str(self.first_outcome or self.outcome),
+            "hop": str(self.hop),
             "status": self.status,
+            "request_id": self.request_id,
             "media_type": self.media_type,
             "platform": self.platform,
             "evidence": self.evidence.to_dict() if self.evidence else None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,12 +30,13 @@ def job_id(key: Key) -> str:
 
 
 def _trigger(seconds: float, first_run: datetime) -> IntervalTrigger:
-    return IntervalTrigger(
-        seconds=seconds,
-        start_date=first_run,
-        jitter=min(seconds * JITTER_FRACTION, MAX_JITTER_SECONDS),
-        timezone=UTC,
-    )
+    # No per-run jitter: APScheduler adds it to already-jittered times, so periods would drift.
+    return IntervalTrigger(seconds=seconds, start_date=first_run, timezone=UTC)
+
+
+def _jitter(seconds: float) -> timedelta:
+    """A random offset of up to a tenth of an interval (30 s at most), applied to first runs."""
+    return timedelta(seconds=random.uniform(0, min(seconds * JITTER_FRACTION, MAX_JITTER_SECONDS)))  # noqa: S311
 
 
 class _Environment:
@@ -99,7 +101,8 @@ class ProbeScheduler:
         self._targets = targets
         for position, target in enumerate(fresh):
             # Spread the first runs evenly over the first interval, so a big catalog never bursts.
-            first = now + timedelta(seconds=target.interval * position / max(len(fresh), 1))
+            spread = timedelta(seconds=target.interval * position / max(len(fresh), 1))
+            first = now + spread + _jitter(target.interval)
             self._suspect.discard(target.key)
             self._scheduler.add_job(
                 self._run,
@@ -111,6 +114,9 @@ class ProbeScheduler:
                 coalesce=True,
                 misfire_grace_time=None,
                 replace_existing=True,
+                # Explicit, because a start date already past when the scheduler starts would
+                # otherwise be pushed a whole interval out.
+                next_run_time=first,
             )
         for sink in self._sinks:
             sink.track(list(targets.values()))
@@ -150,6 +156,9 @@ class ProbeScheduler:
                 except Exception:
                     self._log.exception("sink_failed", sink=type(sink).__name__, job=job_id(key))
             self._set_cadence(target, failing=not result.ok)
+        except asyncio.CancelledError:
+            # Only shutdown cancels a pull (after its grace period); the scheduler must not see it.
+            self._log.warning("probe_cancelled", job=job_id(key))
         except Exception:
             self._log.exception("probe_job_failed", job=job_id(key))
         finally:
@@ -167,7 +176,7 @@ class ProbeScheduler:
             self._suspect.add(key)
         else:
             self._suspect.discard(key)
-        first = datetime.now(UTC) + timedelta(seconds=seconds)
+        first = datetime.now(UTC) + timedelta(seconds=seconds) + _jitter(seconds)
         with contextlib.suppress(Exception):  # the job may have been removed by a reload
             self._scheduler.reschedule_job(job_id(key), trigger=_trigger(seconds, first))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import structlog
@@ -236,8 +237,37 @@ class TestLogSink:
                 "hop": "registry",
                 "first_outcome": "blob_unknown",
                 "request_id": None,
+                "platform": "linux/amd64",
                 "detail": "HTTP 404 BLOB_UNKNOWN",
             }
         ]
         assert logs[0]["published"] == "2023-05-01T12:00:00Z"
         assert "failures" not in logs[0]
+
+    def test_manifest_failures_carry_hop_and_request_id(self) -> None:
+        """A failed manifest is logged with its kind, hop and correlation id like a blob."""
+        missing = ManifestResult(
+            None,
+            Outcome.MANIFEST_UNKNOWN,
+            404,
+            first_outcome=Outcome.MANIFEST_UNKNOWN,
+            evidence=Evidence(detail="HTTP 404 MANIFEST_UNKNOWN", status=404),
+            request_id="req-9",
+        )
+        pulled = replace(
+            result("canary/a"), outcome=Outcome.MANIFEST_UNKNOWN, manifests=(missing,), blobs=()
+        )
+        with structlog.testing.capture_logs() as logs:
+            LogSink(structlog.get_logger("test")).consume(pulled)
+        assert logs[0]["failures"] == [
+            {
+                "outcome": "manifest_unknown",
+                "status": 404,
+                "digest": None,
+                "kind": "manifest",
+                "hop": "registry",
+                "first_outcome": "manifest_unknown",
+                "request_id": "req-9",
+                "detail": "HTTP 404 MANIFEST_UNKNOWN",
+            }
+        ]

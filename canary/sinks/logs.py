@@ -6,25 +6,24 @@ from collections.abc import Sequence
 from typing import Any
 
 from canary.config import Target
-from canary.results import BlobResult, ImageResult
+from canary.results import BlobResult, ImageResult, ManifestResult
 
 
-def _failure(item: Any) -> dict[str, Any]:
-    fields: dict[str, Any] = {"outcome": str(item.outcome), "status": item.status}
-    if isinstance(item, BlobResult):
-        fields.update(
-            digest=item.digest,
-            kind=str(item.kind),
-            hop=str(item.hop),
-            first_outcome=str(item.first_outcome),
-            request_id=item.request_id,
-        )
-    else:
-        fields.update(manifest=item.digest or "tag", platform=item.platform)
+def _failure(item: ManifestResult | BlobResult) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "outcome": str(item.outcome),
+        "status": item.status,
+        "digest": item.digest,
+        "kind": str(item.kind) if isinstance(item, BlobResult) else "manifest",
+        "hop": str(item.hop),
+        "first_outcome": str(item.first_outcome or item.outcome),
+        "request_id": item.request_id,
+    }
+    if item.platform:
+        fields["platform"] = item.platform
     if item.evidence is not None:
         fields["detail"] = item.evidence.detail
-        if item.evidence.request_id:
-            fields["request_id"] = item.evidence.request_id
+        fields["request_id"] = fields["request_id"] or item.evidence.request_id
     return fields
 
 
