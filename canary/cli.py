@@ -96,6 +96,7 @@ def _probe(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # Imported here: the scheduler and metrics stack would slow every one-shot `probe` start.
     from canary.config import Daemon as DaemonSettings
     from canary.daemon import Daemon
 
