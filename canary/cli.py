@@ -149,7 +149,9 @@ _COMMANDS = {"run": _run, "probe": _probe, "check-config": _check_config, "seed"
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    tune_allocator()
+    if args.command != "run":
+        # Speed over memory for one-shot commands; the daemon hands freed memory back instead.
+        tune_allocator()
     try:
         return _COMMANDS[args.command](args)
     except ConfigError as exc:

@@ -133,7 +133,8 @@ class ProbeScheduler:
     def _skipped(self, event: JobSubmissionEvent) -> None:
         environment = str(event.job_id).split("/", 1)[0]
         self._metrics.probes_skipped.labels(environment, "overlap").inc()
-        self._log.warning("probe_skipped", job=event.job_id, reason="overlap")
+        # Counted always, logged at debug: an overloaded catalog would flood the log otherwise.
+        self._log.debug("probe_skipped", job=event.job_id, reason="overlap")
 
     async def _run(self, key: Key) -> None:
         """The job: pull one target and fan the result out; nothing escapes to the scheduler."""
@@ -142,11 +143,12 @@ class ProbeScheduler:
         if target is None or environment is None:
             return
         task = asyncio.current_task()
-        if task is not None:
-            self._running[key] = task
         environment.users += 1
         try:
             async with environment.slots:
+                # In flight only once it has a slot: shutdown waits for pulls, not for the queue.
+                if task is not None:
+                    self._running[key] = task
                 result = await probe_image(environment.client, target)
             if self._targets.get(key) is not target:
                 return  # reloaded while in flight: the new definition reports from now on
@@ -158,7 +160,8 @@ class ProbeScheduler:
             self._set_cadence(target, failing=not result.ok)
         except asyncio.CancelledError:
             # Only shutdown cancels a pull (after its grace period); the scheduler must not see it.
-            self._log.warning("probe_cancelled", job=job_id(key))
+            if key in self._running:
+                self._log.warning("probe_cancelled", job=job_id(key))
         except Exception:
             self._log.exception("probe_job_failed", job=job_id(key))
         finally:

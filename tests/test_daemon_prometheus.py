@@ -560,7 +560,9 @@ class TestOverlap:
         path = config_blob_path(seeded_registry.url, ALPINE["repository"], ALPINE["tag"])
         proxy = stalling_proxy({path}, 2.5)
         slow = {"name": "slow", "url": proxy.url}
-        daemon = daemons.start("overlap", daemon_catalog([slow], [ALPINE]))
+        # Skips are logged at debug (the counter is the signal); this test reads the lines too.
+        document = daemon_catalog([slow], [ALPINE], daemon={"log_level": "debug"})
+        daemon = daemons.start("overlap", document)
         prometheus.scrape("overlap", daemon.port)
         skipped = (
             'registry_canary_probes_skipped_total{job="overlap",environment="slow",'

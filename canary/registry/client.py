@@ -35,6 +35,7 @@ from canary.results import Fetch, Hop, Outcome
 
 USER_AGENT = f"registry-canary/{__version__}"
 MAX_REDIRECTS = 5
+TOO_BIG = "manifest larger than 4 MiB"
 RANGE_BYTES = 1024
 ERROR_BODY_BYTES = 64 * 1024
 READ_BUFFER = 1024 * 1024
@@ -282,16 +283,15 @@ class RegistryClient:
             raw = response.raw
             if raw.status != 200:
                 raise RegistryError(await self._error(response, "manifest", "GET"))
-            too_big = response.fail(Outcome.INVALID_RESPONSE, "manifest larger than 4 MiB")
             if (raw.content_length or 0) > MAX_MANIFEST_BYTES:
-                raise RegistryError(too_big)
+                raise RegistryError(response.fail(Outcome.INVALID_RESPONSE, TOO_BIG))
             try:
                 body = await response.read_up_to(MAX_MANIFEST_BYTES + 1)
             except _TRANSPORT_ERRORS as exc:
                 fetch = outcome_for_exception(exc, hop=response.hop, url=response.url)
                 raise RegistryError(fetch) from exc
             if len(body) > MAX_MANIFEST_BYTES:
-                raise RegistryError(too_big)
+                raise RegistryError(response.fail(Outcome.INVALID_RESPONSE, TOO_BIG))
             served = raw.headers.get("Docker-Content-Digest")
             for claimed, whose in (
                 (served, "the registry's Docker-Content-Digest"),
