@@ -65,6 +65,7 @@ class ProbeScheduler:
         self._running: dict[Key, asyncio.Task[None]] = {}
         self._retired: set[_Environment] = set()
         self._closing: set[asyncio.Task[None]] = set()
+        self._stopping = False
         scheduler.add_listener(self._skipped, EVENT_JOB_MAX_INSTANCES)
 
     @property
@@ -146,6 +147,8 @@ class ProbeScheduler:
         environment.users += 1
         try:
             async with environment.slots:
+                if self._stopping:
+                    return  # queued when shutdown began: not started, so nothing to report
                 # In flight only once it has a slot: shutdown waits for pulls, not for the queue.
                 if task is not None:
                     self._running[key] = task
@@ -189,6 +192,7 @@ class ProbeScheduler:
 
     async def drain(self, grace: float) -> int:
         """Let in-flight pulls finish for up to `grace` seconds, cancel the rest; how many were."""
+        self._stopping = True
         tasks = list(self._running.values())
         if not tasks:
             return 0
