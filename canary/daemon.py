@@ -97,7 +97,7 @@ class Daemon:
         return {
             "version": __version__,
             "started_at": self.started_at.isoformat().replace("+00:00", "Z"),
-            "ready": bool(environments) and all(environments.values()),
+            "ready": self.state.ready,
             "environments": [{"name": n, "ready": r} for n, r in environments.items()],
             "images": images,
         }
@@ -113,7 +113,13 @@ class Daemon:
         self._prober.apply(self.config)
         self._loaded()
         host, port = split_listen(self.listen)
-        app = make_app(self.registry, self.healthy, self.state.environments, self.status)
+        app = make_app(
+            self.registry,
+            self.healthy,
+            lambda: self.state.ready,
+            self.state.environments,
+            self.status,
+        )
         runner = await serve(app, host, port)
         self.port = _bound_port(runner) or port
         self._scheduler.start()

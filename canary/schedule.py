@@ -68,10 +68,6 @@ class ProbeScheduler:
         self._stopping = False
         scheduler.add_listener(self._skipped, EVENT_JOB_MAX_INSTANCES)
 
-    @property
-    def targets(self) -> dict[Key, Target]:
-        return dict(self._targets)
-
     def suspect(self, key: Key) -> bool:
         return key in self._suspect
 

@@ -25,6 +25,7 @@ def _json(document: Any, status: int = 200) -> web.Response:
 def make_app(
     registry: CollectorRegistry,
     healthy: Callable[[], bool],
+    ready: Callable[[], bool],
     environments: Callable[[], dict[str, bool]],
     status: Callable[[], dict[str, Any]],
 ) -> web.Application:
@@ -38,9 +39,8 @@ def make_app(
         return _json({"healthy": ok}, 200 if ok else 503)
 
     async def readyz(request: web.Request) -> web.Response:
-        ready = environments()
-        ok = bool(ready) and all(ready.values())
-        return _json({"ready": ok, "environments": ready}, 200 if ok else 503)
+        ok = ready()
+        return _json({"ready": ok, "environments": environments()}, 200 if ok else 503)
 
     async def status_json(request: web.Request) -> web.Response:
         return _json(status())

@@ -50,17 +50,14 @@ class StateSink:
             # Latched: entries added later by a reload do not make a ready sidecar unready.
             self._ready.add(environment)
 
-    def failing(self, key: Key) -> bool:
-        entry = self._entries.get(key)
-        return entry is not None and entry.result is not None and not entry.result.ok
-
     def environments(self) -> dict[str, bool]:
         """Each environment of the catalog, and whether it has finished a first round."""
         return {key[0]: key[0] in self._ready for key in self._entries}
 
     @property
     def ready(self) -> bool:
-        return all(self.environments().values())
+        environments = self.environments()
+        return bool(environments) and all(environments.values())
 
     def snapshot(self) -> list[dict[str, Any]]:
         images = []
