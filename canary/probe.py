@@ -13,6 +13,7 @@ from canary.registry.client import Manifest, RegistryClient
 from canary.registry.errors import RegistryError, failure
 from canary.registry.media import (
     Descriptor,
+    ImageConfig,
     ImageManifest,
     Index,
     ManifestError,
@@ -47,7 +48,8 @@ class _Pull:
     blobs: dict[str, BlobResult] = field(default_factory=dict)
     in_flight: dict[str, tuple[BlobKind, str | None, float]] = field(default_factory=dict)
     # Config blobs by the platform's position in the index, so the date never depends on timing.
-    configs: dict[int, tuple[bytes | None, BlobResult]] = field(default_factory=dict)
+    # Each is the parsed config, or why it could not be read.
+    configs: dict[int, ImageConfig | str] = field(default_factory=dict)
     stage: str = "manifest"
 
 
@@ -266,15 +268,17 @@ async def _image(
     config_result, body = await _blob(
         client, pull, manifest.config, BlobKind.CONFIG, platform, BlobCheck.GET
     )
-    if body is not None and platform is None:
+    config: ImageConfig | str = f"the config blob could not be read ({config_result.outcome})"
+    if body is not None:
         try:
-            platform = parse_image_config(body).platform
-        except ManifestError:
-            platform = None
-        if platform:
-            # Seen only now, from the config: the config's own result gets it too.
-            pull.blobs[manifest.config.digest] = replace(config_result, platform=platform)
-    pull.configs[position] = (body, config_result)
+            config = parse_image_config(body)
+        except ManifestError as exc:
+            config = str(exc)
+    pull.configs[position] = config
+    if platform is None and isinstance(config, ImageConfig) and config.platform:
+        platform = config.platform
+        # Seen only now, from the config: the config's own result gets it too.
+        pull.blobs[manifest.config.digest] = replace(config_result, platform=platform)
     await asyncio.gather(
         *(
             _blob(client, pull, layer, BlobKind.LAYER, platform, pull.target.blob_check)
@@ -331,14 +335,9 @@ def _published(pull: _Pull) -> PublishedResult:
         )
     problems = []
     for position in sorted(pull.configs):
-        body, result = pull.configs[position]
-        if body is None:
-            problems.append(f"the config blob could not be read ({result.outcome})")
-            continue
-        try:
-            config = parse_image_config(body)
-        except ManifestError as exc:
-            problems.append(str(exc))
+        config = pull.configs[position]
+        if isinstance(config, str):
+            problems.append(config)
             continue
         if config.created is None:
             problems.append(config.created_problem or "no date")
