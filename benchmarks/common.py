@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import select
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -254,3 +257,31 @@ def verdict(ok: bool | None) -> str:
     if ok is None:
         return "(for information)"
     return "meets target" if ok else "MISSES target"
+
+
+def run_benchmark(
+    tools: Sequence[str],
+    prefix: str,
+    output: Path,
+    bench: Callable[[Path], dict[str, Any]],
+    report: Callable[[dict[str, Any]], str],
+    failed: Callable[[dict[str, Any]], bool] = lambda figures: False,
+) -> int:
+    """Check the tools, run `bench` in a temporary folder, print and save the figures."""
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        print(f"needs {' and '.join(missing)}; `make bench` installs them", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        figures = bench(work)
+    except BenchError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    sys.stdout.write("\n" + report(figures))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"\nfigures written to {output}")
+    return 1 if failed(figures) else 0

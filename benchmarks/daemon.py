@@ -38,11 +38,9 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -59,6 +57,7 @@ from common import (
     BenchError,
     SeededEntries,
     canary_cli,
+    run_benchmark,
     run_one,
     seed_entries,
     tool_version,
@@ -852,23 +851,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:
             print(f"--{option}: {exc}", file=sys.stderr)
             return 2
-    missing = [tool for tool in ("docker-registry", "curl") if shutil.which(tool) is None]
-    if missing:
-        print(f"needs {' and '.join(missing)}; `make bench` installs them", file=sys.stderr)
-        return 2
-    work = Path(tempfile.mkdtemp(prefix="canary-bench-daemon-"))
-    try:
-        figures = bench(args, work)
-    except BenchError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    sys.stdout.write("\n" + report(figures))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(figures, indent=2) + "\n")
-    print(f"\nfigures written to {args.output}")
-    return 1 if figures["failures"] else 0
+    return run_benchmark(
+        ("docker-registry", "curl"),
+        "canary-bench-daemon-",
+        args.output,
+        lambda work: bench(args, work),
+        report,
+        failed=lambda figures: bool(figures["failures"]),
+    )
 
 
 if __name__ == "__main__":

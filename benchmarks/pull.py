@@ -28,7 +28,6 @@ import shutil
 import statistics
 import string
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,6 +43,7 @@ from common import (
     BenchError,
     Run,
     canary_cli,
+    run_benchmark,
     run_in_turn,
     run_one,
     run_together,
@@ -434,23 +434,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"--layer-size: {exc}", file=sys.stderr)
         return 2
-    missing = [tool for tool in ("curl", "skopeo") if shutil.which(tool) is None]
-    if missing:
-        print(f"needs {' and '.join(missing)}; `make bench` installs them", file=sys.stderr)
-        return 2
-    work = Path(tempfile.mkdtemp(prefix="canary-bench-"))
-    try:
-        figures = bench(args, work)
-    except BenchError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    sys.stdout.write("\n" + report(figures))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(figures, indent=2) + "\n")
-    print(f"\nfigures written to {args.output}")
-    return 0
+    return run_benchmark(
+        ("curl", "skopeo"), "canary-bench-", args.output, lambda work: bench(args, work), report
+    )
 
 
 if __name__ == "__main__":
