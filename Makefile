@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEBIAN_PACKAGES := docker-registry skopeo umoci apache2-utils curl ca-certificates time openssl \
-	prometheus
+	prometheus prometheus-alertmanager
 SOURCES := canary tests benchmarks
 
 .PHONY: test demo bench lint typecheck unit sysdeps venv lock clean

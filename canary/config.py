@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -190,24 +190,21 @@ def parse_docker_config(text: str, origin: str) -> DockerConfig:
     return DockerConfig(origin=origin, auths=parsed)
 
 
-class Auth(_Model):
-    """Credentials for whatever the registry challenges with: Basic, or a Bearer token."""
+class BasicAuth(_Model):
+    """A username and a password read from the environment or a file."""
 
     username: str | None = None
     password_env: Secret | None = None
     password_file: Secret | None = None
-    docker_config: DockerConfig | None = None
     # Present only to refuse them with a clear reason instead of "extra inputs".
     password: None = None
     token: None = None
+    _sources: ClassVar[str] = "password_env or password_file"
 
     @field_validator("password", "token", mode="before")
     @classmethod
     def _no_inline_secret(cls, value: object) -> None:
-        raise ValueError(
-            "secrets may not be written in the config; use password_env, password_file "
-            "or docker_config"
-        )
+        raise ValueError(f"secrets may not be written in the config; use {cls._sources}")
 
     @field_validator("password_env", mode="before")
     @classmethod
@@ -226,6 +223,26 @@ class Auth(_Model):
             raise ValueError("name a file")
         path = _base_dir(info) / value
         return Secret(origin=str(path), value=SecretStr(_read_secret_file(path)))
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BasicAuth:
+        if (self.password_env is None) == (self.password_file is None):
+            raise ValueError("give exactly one of password_env or password_file")
+        if not self.username:
+            raise ValueError("username is required with password_env or password_file")
+        return self
+
+    def pair(self) -> tuple[str, SecretStr]:
+        secret = self.password_env or self.password_file
+        assert secret is not None and self.username  # _one_source rules out anything else
+        return self.username, secret.value
+
+
+class Auth(BasicAuth):
+    """Credentials for whatever the registry challenges with: Basic, or a Bearer token."""
+
+    docker_config: DockerConfig | None = None
+    _sources: ClassVar[str] = "password_env, password_file or docker_config"
 
     @field_validator("docker_config", mode="before")
     @classmethod
@@ -264,6 +281,16 @@ def _registry_url(value: object) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def _existing_file(cls: type, value: Path | None, info: ValidationInfo) -> Path | None:
+    """A file named relative to the config file, which must exist."""
+    if value is None:
+        return None
+    path = _base_dir(info) / value
+    if not path.is_file():
+        raise ValueError(f"file {path} does not exist")
+    return path
+
+
 class Environment(_Model):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
     url: Annotated[str, BeforeValidator(_registry_url)]
@@ -274,15 +301,7 @@ class Environment(_Model):
     interval: Duration | None = None
     timeout: Duration | None = None
 
-    @field_validator("ca_file", mode="after")
-    @classmethod
-    def _ca_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if value is None:
-            return None
-        path = _base_dir(info) / value
-        if not path.is_file():
-            raise ValueError(f"file {path} does not exist")
-        return path
+    _ca_exists = field_validator("ca_file", mode="after")(_existing_file)
 
     @model_validator(mode="after")
     def _check(self) -> Environment:
@@ -301,10 +320,7 @@ class Environment(_Model):
             return None
         if self.auth.docker_config is not None:
             return self.auth.docker_config.lookup(self.url)
-        secret = self.auth.password_env or self.auth.password_file
-        if secret is None or not self.auth.username:  # Auth._one_source rules this out
-            return None
-        return self.auth.username, secret.value
+        return self.auth.pair()
 
 
 def _pattern(regex: re.Pattern[str], what: str) -> BeforeValidator:
@@ -391,8 +407,82 @@ class Daemon(_Model):
     grace_period: Duration = 10.0
 
 
+def _alertmanager_urls(value: object) -> object:
+    urls = [value] if isinstance(value, str) else value
+    if not isinstance(urls, list | tuple) or not urls:
+        raise ValueError("url is an Alertmanager URL, or a list of them (one per HA replica)")
+    cleaned = []
+    for url in urls:
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{url!r} is not an http(s) URL such as http://alertmanager:9093")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("credentials may not be written in the URL; use auth")
+        if parts.query or parts.fragment:
+            raise ValueError(f"{url!r}: give the Alertmanager's base URL, without a query")
+        cleaned.append(url.rstrip("/"))
+    if len(set(cleaned)) != len(cleaned):
+        raise ValueError("an Alertmanager URL is listed more than once")
+    return tuple(cleaned)
+
+
+_LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+# Labels the alert itself sets; an external label may not override them.
+ALERT_LABELS = frozenset({"alertname", "environment", "repository", "severity"})
+
+
+def _external_labels(value: object) -> object:
+    if not isinstance(value, dict):
+        raise ValueError("external_labels maps label names to values")
+    for name, label in value.items():
+        if not isinstance(name, str) or not _LABEL_NAME_RE.match(name) or name.startswith("__"):
+            raise ValueError(f"{name!r} is not a valid Prometheus label name")
+        if name in ALERT_LABELS:
+            raise ValueError(f"{name!r} is set by the alert itself")
+        if not isinstance(label, str) or not label:
+            raise ValueError(f"the value of {name!r} must be a non-empty string")
+    return value
+
+
+class Alertmanager(_Model):
+    """Where the daemon posts its own alerts (API v2), independent of Prometheus."""
+
+    url: Annotated[tuple[str, ...], BeforeValidator(_alertmanager_urls)]
+    # Firing alerts are posted again this often; each expires after 3 of these if not renewed.
+    resend_interval: Duration = 60.0
+    timeout: Duration = 10.0
+    auth: BasicAuth | None = None
+    tls_verify: bool = True
+    ca_file: Path | None = None
+
+    _ca_exists = field_validator("ca_file", mode="after")(_existing_file)
+
+    @field_validator("resend_interval", mode="after")
+    @classmethod
+    def _not_too_often(cls, value: float) -> float:
+        if value < 1.0:
+            raise ValueError("resend_interval is at least 1s")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Alertmanager:
+        if self.ca_file is not None and not self.tls_verify:
+            raise ValueError("ca_file has no use with tls_verify: false")
+        return self
+
+
+class Alerting(_Model):
+    alertmanager: Alertmanager | None = None
+    # Set these to Prometheus's external_labels, so that Alertmanager sees the daemon's alert
+    # and the rule's as one.
+    external_labels: Annotated[dict[str, str], BeforeValidator(_external_labels)] = {}
+    # The "source" link of each alert, such as the canary's status page as users reach it.
+    generator_url: str | None = None
+
+
 class Config(_Model):
     daemon: Daemon = Daemon()
+    alerting: Alerting = Alerting()
     defaults: Defaults = Defaults()
     environments: tuple[Environment, ...]
     images: tuple[Image, ...]

@@ -30,6 +30,37 @@ class Metrics:
             [*ENTRY, "outcome"],
             registry=registry,
         )
+        self.image_pulls = Counter(
+            PREFIX + "image_pulls",
+            "Completed image pulls, whatever their outcome.",
+            ENTRY,
+            registry=registry,
+        )
+        self.image_pull_failures = Counter(
+            PREFIX + "image_pull_failures",
+            "Completed image pulls that did not verify; the reason is in the fetch counters.",
+            ENTRY,
+            registry=registry,
+        )
+        self.image_blobs_unknown = Gauge(
+            PREFIX + "image_blobs_unknown",
+            "Blobs of the image confirmed unknown (404 BLOB_UNKNOWN twice); back to 0 only "
+            "when a pull verifies every blob.",
+            ENTRY,
+            registry=registry,
+        )
+        self.image_probe_interval = Gauge(
+            PREFIX + "image_probe_interval_seconds",
+            "The configured interval between pulls of the image.",
+            ENTRY,
+            registry=registry,
+        )
+        self.blob_rechecks = Counter(
+            PREFIX + "blob_rechecks",
+            "Blob fetches answered with data loss and fetched again; outcome is the second answer.",
+            ["environment", "kind", "first_outcome", "outcome"],
+            registry=registry,
+        )
         self.image_pull_success = Gauge(
             PREFIX + "image_pull_success",
             "1 if the last completed pull of the image verified, else 0.",
@@ -84,6 +115,17 @@ class Metrics:
             PREFIX + "probes_skipped",
             "Scheduled pulls not started, by reason (overlap: the previous one still ran).",
             ["environment", "reason"],
+            registry=registry,
+        )
+        self.alert_deliveries = Counter(
+            PREFIX + "alert_deliveries",
+            "Posts of alerts to an Alertmanager, by outcome.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.alerts_firing = Gauge(
+            PREFIX + "alerts_firing",
+            "Alerts the daemon itself currently reports as firing to Alertmanager.",
             registry=registry,
         )
         self.config_reload_ok = Gauge(

@@ -189,6 +189,13 @@ class ImageResult:
         return self.outcome is Outcome.OK
 
     @property
+    def blobs_unknown(self) -> int | None:
+        """How many blobs this pull confirmed unknown; None if it can't tell that none are,
+        because it failed before it verified every blob."""
+        count = sum(1 for blob in self.blobs if blob.outcome is Outcome.BLOB_UNKNOWN)
+        return count if count or self.ok else None
+
+    @property
     def failures(self) -> tuple[ManifestResult | BlobResult, ...]:
         """The manifests and blobs that did not end ok, in pull order."""
         bad_manifests = tuple(m for m in self.manifests if m.outcome is not Outcome.OK)

@@ -44,6 +44,10 @@ class MetricsSink:
             for outcome in _MANIFEST_START:
                 self._touch(key, m.manifest_fetches, *key, outcome)
             m.probes_skipped.labels(key[0], "overlap")
+            self._touch(key, m.image_pulls, *key)
+            self._touch(key, m.image_pull_failures, *key)
+        for target in targets:
+            self._touch(target.key, m.image_probe_interval, *target.key).set(target.interval)
 
     def consume(self, result: ImageResult) -> None:
         key = (result.environment, result.repository, result.tag)
@@ -56,9 +60,16 @@ class MetricsSink:
             self._touch(key, m.blob_fetches, *key, blob.kind, blob.outcome).inc()
             m.blob_fetch_duration.labels(env, blob.kind).observe(blob.duration_seconds)
             m.blob_fetch_bytes.labels(env, blob.kind).inc(blob.bytes)
+            if blob.first_outcome.is_data_loss:
+                m.blob_rechecks.labels(env, blob.kind, blob.first_outcome, blob.outcome).inc()
         m.image_pull_duration.labels(env).observe(result.duration_seconds)
         now = time.time()
+        self._touch(key, m.image_pulls, *key).inc()
+        if not result.ok:
+            self._touch(key, m.image_pull_failures, *key).inc()
         self._touch(key, m.image_pull_success, *key).set(1 if result.ok else 0)
+        if (unknown := result.blobs_unknown) is not None:
+            self._touch(key, m.image_blobs_unknown, *key).set(unknown)
         self._touch(key, m.image_last_probe, *key).set(now)
         if result.ok:
             self._touch(key, m.image_last_success, *key).set(now)
