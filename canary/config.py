@@ -234,7 +234,9 @@ class BasicAuth(_Model):
 
     def pair(self) -> tuple[str, SecretStr]:
         secret = self.password_env or self.password_file
-        assert secret is not None and self.username  # _one_source rules out anything else
+        # _one_source rules out anything else.
+        assert secret is not None
+        assert self.username
         return self.username, secret.value
 
 

@@ -13,11 +13,13 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from canary import __version__
+from canary.alertmanager import Notifier
 from canary.config import Config, ConfigError, load_config, split_listen
 from canary.logconfig import configure_logging, get_logger
 from canary.metrics import Metrics
 from canary.schedule import ProbeScheduler
 from canary.sinks import Sink
+from canary.sinks.alerts import AlertSink
 from canary.sinks.logs import LogSink
 from canary.sinks.metrics import MetricsSink
 from canary.sinks.state import StateSink
@@ -50,6 +52,9 @@ class Daemon:
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.state = StateSink()
+        self.alerts = AlertSink()
+        self._notifier: Notifier | None = None
+        self._closing: set[asyncio.Task[None]] = set()
         self.log = get_logger()
         self.started_at = datetime.now(UTC)
         self._stop = asyncio.Event()
@@ -74,9 +79,30 @@ class Daemon:
         if self.log_level is None:
             configure_logging(config.daemon.log_level)
         self._prober.apply(config)
+        self._configure_alerting(config)
         self._loaded()
         self.log.info("config_reloaded", path=str(self.config_path), **_catalog_size(config))
         return True
+
+    def _configure_alerting(self, config: Config) -> None:
+        """Start, replace or stop direct delivery to Alertmanager to match `config`."""
+        alerting = config.alerting
+        current = self._notifier
+        if current is not None and (
+            current.config != alerting.alertmanager
+            or current.generator_url != alerting.generator_url
+        ):
+            task = asyncio.get_running_loop().create_task(current.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+            current = None
+        if current is None and alerting.alertmanager is not None:
+            current = Notifier(
+                alerting.alertmanager, self.metrics, self.log, alerting.generator_url
+            )
+            current.start()
+        self._notifier = current
+        self.alerts.configure(current, alerting.external_labels)
 
     def _loaded(self) -> None:
         self.metrics.config_reload_ok.set(1)
@@ -100,6 +126,10 @@ class Daemon:
             "ready": self.state.ready,
             "environments": [{"name": n, "ready": r} for n, r in environments.items()],
             "images": images,
+            "alerts": {
+                "alertmanagers": len(self._notifier.config.url) if self._notifier else 0,
+                "firing": [dict(alert.labels) for alert in self.alerts.alerts()],
+            },
         }
 
     async def run(self) -> int:
@@ -108,9 +138,10 @@ class Daemon:
         disable_created_metrics()  # type: ignore[no-untyped-call]
         loop = asyncio.get_running_loop()
         self._scheduler = AsyncIOScheduler(timezone=UTC, event_loop=loop)
-        sinks: list[Sink] = [MetricsSink(self.metrics), self.state, LogSink(self.log)]
+        sinks: list[Sink] = [MetricsSink(self.metrics), self.state, LogSink(self.log), self.alerts]
         self._prober = ProbeScheduler(self._scheduler, sinks, self.metrics, self.log)
         self._prober.apply(self.config)
+        self._configure_alerting(self.config)
         self._loaded()
         host, port = split_listen(self.listen)
         app = make_app(
@@ -149,6 +180,9 @@ class Daemon:
             self._scheduler.shutdown(wait=False)
             await runner.cleanup()
             await self._prober.close()
+            if self._notifier is not None:
+                await self._notifier.close()
+            await asyncio.gather(*self._closing, return_exceptions=True)
             self.log.info("stopped", cancelled=cancelled)
         return 0
 

@@ -182,6 +182,52 @@ class TestMetricsSink:
         assert "canary/a" not in names
 
 
+    def test_pull_counters_start_at_zero_and_count_failures(self) -> None:
+        """Pulls and failures exist at 0 before any pull, so the first failure shows in rate()."""
+        registry = CollectorRegistry()
+        sink = MetricsSink(Metrics(registry))
+        sink.track(targets("canary/a"))
+        assert value(registry, "registry_canary_image_pulls_total", **ENTRY) == 0.0
+        assert value(registry, "registry_canary_image_pull_failures_total", **ENTRY) == 0.0
+        assert value(registry, "registry_canary_image_probe_interval_seconds", **ENTRY) == 60.0
+        sink.consume(result("canary/a", Outcome.UNAVAILABLE))
+        sink.consume(result("canary/a"))
+        assert value(registry, "registry_canary_image_pulls_total", **ENTRY) == 2.0
+        assert value(registry, "registry_canary_image_pull_failures_total", **ENTRY) == 1.0
+
+    def test_blobs_unknown_latches_until_a_verified_pull(self) -> None:
+        """Unknown blobs stay counted through pulls that stop early, and clear on a verified one."""
+        registry = CollectorRegistry()
+        sink = MetricsSink(Metrics(registry))
+        sink.track(targets("canary/a"))
+        name = "registry_canary_image_blobs_unknown"
+        assert value(registry, name, **ENTRY) is None  # no verdict yet
+        sink.consume(result("canary/a", Outcome.BLOB_UNKNOWN))
+        assert value(registry, name, **ENTRY) == 1.0
+        stopped_early = replace(result("canary/a", Outcome.UNAVAILABLE), blobs=())
+        sink.consume(stopped_early)
+        assert value(registry, name, **ENTRY) == 1.0
+        sink.consume(result("canary/a"))
+        assert value(registry, name, **ENTRY) == 0.0
+
+    def test_rechecks_count_first_and_confirmed_outcomes(self) -> None:
+        """A miss that cleared on its recheck is counted apart from a confirmed one."""
+        registry = CollectorRegistry()
+        sink = MetricsSink(Metrics(registry))
+        sink.track(targets("canary/a"))
+        cleared = result("canary/a")
+        config_blob = replace(cleared.blobs[0], first_outcome=Outcome.BLOB_UNKNOWN)
+        sink.consume(replace(cleared, blobs=(config_blob, cleared.blobs[1])))
+        sink.consume(result("canary/a", Outcome.BLOB_UNKNOWN))
+        labels = {"environment": "local", "kind": "config", "first_outcome": "blob_unknown"}
+        assert value(registry, "registry_canary_blob_rechecks_total", **labels, outcome="ok") == 1
+        confirmed = dict(labels, outcome="blob_unknown")
+        assert value(registry, "registry_canary_blob_rechecks_total", **confirmed) == 1.0
+        assert value(registry, "registry_canary_image_blobs_unknown", **ENTRY) == 1.0
+        layer = dict(labels, kind="layer", outcome="ok")
+        assert value(registry, "registry_canary_blob_rechecks_total", **layer) is None
+
+
 class TestStateSink:
     def test_ready_once_every_environment_finished_a_round(self) -> None:
         """Readiness needs a result for every entry of every environment, failures included."""

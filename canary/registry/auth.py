@@ -88,6 +88,12 @@ class _Token:
     expires_at: float
 
 
+def basic_header(username: str, password: SecretStr) -> str:
+    """The Authorization value for HTTP Basic credentials."""
+    raw = f"{username}:{password.get_secret_value()}".encode()
+    return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
 class Authenticator:
     """Answers one registry's challenge for any scope; tokens are kept until near expiry."""
 
@@ -134,9 +140,7 @@ class Authenticator:
 
     def _basic(self) -> str:
         assert self._credentials is not None
-        user, password = self._credentials
-        raw = f"{user}:{password.get_secret_value()}".encode()
-        return "Basic " + base64.b64encode(raw).decode("ascii")
+        return basic_header(*self._credentials)
 
     async def header(self, scope: str) -> str | None:
         """The Authorization value for a request in `scope`, fetching a token if needed."""

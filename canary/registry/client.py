@@ -13,7 +13,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 
 from canary import __version__
-from canary.config import BlobCheck, Environment
+from canary.config import Alertmanager, BlobCheck, Environment
 from canary.registry.auth import Authenticator, pull_scope
 from canary.registry.errors import (
     RegistryError,
@@ -44,11 +44,11 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 
 
-def ssl_context(environment: Environment) -> ssl.SSLContext | bool:
-    if not environment.tls_verify:
+def ssl_context(server: Environment | Alertmanager) -> ssl.SSLContext | bool:
+    if not server.tls_verify:
         return False
-    if environment.ca_file is not None:
-        return ssl.create_default_context(cafile=str(environment.ca_file))
+    if server.ca_file is not None:
+        return ssl.create_default_context(cafile=str(server.ca_file))
     return True
 
 
