@@ -103,7 +103,10 @@ class Notifier:
         for labels, alert in self._firing.items():
             if labels not in firing:
                 self._resolved[labels] = (alert, now)
+                self._log.info("alert_resolved", labels=dict(labels))
         for labels in firing:
+            if labels not in self._firing:
+                self._log.warning("alert_firing", labels=dict(labels))
             self._resolved.pop(labels, None)
         self._firing = firing
         self._metrics.alerts_firing.set(len(firing))

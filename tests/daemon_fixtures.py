@@ -228,13 +228,16 @@ class DaemonFactory:
 
 @dataclass
 class PrometheusServer:
-    """A real Prometheus with a 1 s scrape interval; jobs are added by rewriting its config and
-    asking it to reload (`--web.enable-lifecycle`)."""
+    """A real Prometheus with 1 s scrape and rule evaluation intervals; jobs are added by
+    rewriting its config and asking it to reload (`--web.enable-lifecycle`). Rule files and
+    Alertmanagers (base URLs), if given, are in the config from the start."""
 
     root: Path
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     jobs: dict[str, int] = field(default_factory=dict)
+    rule_files: list[Path] = field(default_factory=list)
+    alertmanagers: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -249,13 +252,21 @@ class PrometheusServer:
         return self.root / "prometheus.log"
 
     def _write_config(self) -> None:
-        document = {
-            "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+        document: dict[str, Any] = {
+            "global": {
+                "scrape_interval": "1s",
+                "scrape_timeout": "1s",
+                "evaluation_interval": "1s",
+            },
+            "rule_files": [str(path) for path in self.rule_files],
             "scrape_configs": [
                 {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
                 for job, port in self.jobs.items()
             ],
         }
+        if self.alertmanagers:
+            targets = [urllib.parse.urlsplit(url).netloc for url in self.alertmanagers]
+            document["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": targets}]}]}
         self.config_path.write_text(yaml.safe_dump(document, sort_keys=False))
 
     def start(self) -> None:
@@ -325,6 +336,14 @@ class PrometheusServer:
         assert document["data"]["resultType"] == "vector", document
         return [(item["metric"], float(item["value"][1])) for item in document["data"]["result"]]
 
+    def alerts(self) -> list[dict[str, Any]]:
+        """Every alert of the rules, pending or firing, through the HTTP API."""
+        status, body = http_get(self.url + "/api/v1/alerts", timeout=10)
+        document = json.loads(body)
+        assert status == 200, document
+        alerts: list[dict[str, Any]] = document["data"]["alerts"]
+        return alerts
+
     def values(self, expr: str) -> list[tuple[dict[str, str], float]]:
         """Like `query`, without `__name__` and `instance`, sorted by labels."""
         found = [
@@ -334,8 +353,10 @@ class PrometheusServer:
         return sorted(found, key=lambda item: sorted(item[0].items()))
 
 
-def running_prometheus(root: Path) -> Iterator[PrometheusServer]:
-    server = PrometheusServer(root)
+def running_prometheus(
+    root: Path, rule_files: list[Path] | None = None, alertmanagers: list[str] | None = None
+) -> Iterator[PrometheusServer]:
+    server = PrometheusServer(root, rule_files=rule_files or [], alertmanagers=alertmanagers or [])
     server.start()
     try:
         yield server

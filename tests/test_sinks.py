@@ -181,7 +181,6 @@ class TestMetricsSink:
         names = {s.labels.get("repository") for m in registry.collect() for s in m.samples}
         assert "canary/a" not in names
 
-
     def test_pull_counters_start_at_zero_and_count_failures(self) -> None:
         """Pulls and failures exist at 0 before any pull, so the first failure shows in rate()."""
         registry = CollectorRegistry()
