@@ -96,20 +96,34 @@ class Notifier:
 
     def set_firing(self, alerts: Iterable[Alert], now: datetime | None = None) -> None:
         """The alerts firing now; alerts firing before and absent now are resolved."""
-        now = now or datetime.now(UTC)
         firing = {alert.labels: alert for alert in alerts}
-        if firing == self._firing:
+        for labels in [labels for labels in self._firing if labels not in firing]:
+            self.resolve(labels, now)
+        for alert in firing.values():
+            self.put(alert)
+
+    def put(self, alert: Alert) -> None:
+        """`alert` fires (or its annotations changed)."""
+        previous = self._firing.get(alert.labels)
+        if previous == alert:
             return
-        for labels, alert in self._firing.items():
-            if labels not in firing:
-                self._resolved[labels] = (alert, now)
-                self._log.info("alert_resolved", labels=dict(labels))
-        for labels in firing:
-            if labels not in self._firing:
-                self._log.warning("alert_firing", labels=dict(labels))
-            self._resolved.pop(labels, None)
-        self._firing = firing
-        self._metrics.alerts_firing.set(len(firing))
+        if previous is None:
+            self._log.warning("alert_firing", labels=dict(alert.labels))
+        self._firing[alert.labels] = alert
+        self._resolved.pop(alert.labels, None)
+        self._changed()
+
+    def resolve(self, labels: Labels, now: datetime | None = None) -> None:
+        """The alert with `labels`, if firing, is resolved as of `now`."""
+        alert = self._firing.pop(labels, None)
+        if alert is None:
+            return
+        self._resolved[labels] = (alert, now or datetime.now(UTC))
+        self._log.info("alert_resolved", labels=dict(labels))
+        self._changed()
+
+    def _changed(self) -> None:
+        self._metrics.alerts_firing.set(len(self._firing))
         for event in self._wake.values():
             event.set()
 

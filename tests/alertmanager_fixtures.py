@@ -401,9 +401,8 @@ def shipped_config_for_test(receiver_url: str, directory: Path) -> dict[str, Any
                 f"receiver {receiver['name']!r} reads {unhandled}; this helper does not provide "
                 "those files"
             )
-    document["templates"] = [
-        str(SHIPPED_CONFIG.parent / template) for template in document.get("templates") or []
-    ]
+    if "templates" in document:
+        document["templates"] = [str(SHIPPED_CONFIG.parent / t) for t in document["templates"]]
     wait = f"{TEST_GROUP_WAIT_SECONDS:g}s"
     interval = f"{TEST_GROUP_INTERVAL_SECONDS:g}s"
     for route in _routes(document["route"]):

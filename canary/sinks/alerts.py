@@ -11,6 +11,7 @@ from canary.config import Target
 from canary.results import ImageResult
 
 Key = tuple[str, str, str]
+Repository = tuple[str, str]  # (environment, repository)
 ALERT_NAME = "RegistryCanaryBlobUnknown"
 SEVERITY = "page"
 README = "https://github.com/registry-canary/registry-canary/blob/main/README.md"
@@ -33,17 +34,22 @@ class AlertSink:
 
     def __init__(self) -> None:
         self._entries: dict[Key, _Entry] = {}
+        self._repositories: dict[Repository, list[_Entry]] = {}
+        self._alerts: dict[Repository, Alert] = {}
         self._notifier: Notifier | None = None
         self._external_labels: Mapping[str, str] = {}
 
     def configure(self, notifier: Notifier | None, external_labels: Mapping[str, str]) -> None:
         self._notifier = notifier
         self._external_labels = dict(external_labels)
-        self._publish()
+        self._rebuild()
 
     def track(self, targets: Sequence[Target]) -> None:
         self._entries = {t.key: self._entries.get(t.key) or _Entry() for t in targets}
-        self._publish()
+        self._repositories = {}
+        for (environment, repository, _), entry in self._entries.items():
+            self._repositories.setdefault((environment, repository), []).append(entry)
+        self._rebuild()
 
     def consume(self, result: ImageResult) -> None:
         entry = self._entries.get((result.environment, result.repository, result.tag))
@@ -55,19 +61,41 @@ class AlertSink:
         unknown = result.blobs_unknown
         if unknown is None:
             return  # the pull stopped before it could tell: the last verdict stands
+        changed = unknown != entry.blobs_unknown
         if unknown and not entry.blobs_unknown:
             entry.since = now
         entry.blobs_unknown = unknown
         if not unknown:
             entry.since = None
-        self._publish()
+        repository = (result.environment, result.repository)
+        # A verified pull of a firing repository's other tag changes its "last verified pull".
+        if changed or (result.ok and repository in self._alerts):
+            self._refresh(repository)
 
     def alerts(self) -> list[Alert]:
-        repositories: dict[tuple[str, str], list[_Entry]] = {}
-        for (environment, repository, _), entry in self._entries.items():
-            if entry.blobs_unknown:
-                repositories.setdefault((environment, repository), []).append(entry)
-        return [self._alert(env, repo, entries) for (env, repo), entries in repositories.items()]
+        return list(self._alerts.values())
+
+    def _refresh(self, repository: Repository) -> None:
+        """Rebuild one repository's alert: only its tags are read, however many others fire."""
+        alert = self._build(repository)
+        if alert is not None:
+            self._alerts[repository] = alert
+            if self._notifier is not None:
+                self._notifier.put(alert)
+            return
+        gone = self._alerts.pop(repository, None)
+        if gone is not None and self._notifier is not None:
+            self._notifier.resolve(gone.labels)
+
+    def _rebuild(self) -> None:
+        built = {repository: self._build(repository) for repository in self._repositories}
+        self._alerts = {repository: alert for repository, alert in built.items() if alert}
+        if self._notifier is not None:
+            self._notifier.set_firing(self._alerts.values())
+
+    def _build(self, repository: Repository) -> Alert | None:
+        entries = [e for e in self._repositories.get(repository, ()) if e.blobs_unknown]
+        return self._alert(*repository, entries) if entries else None
 
     def _alert(self, environment: str, repository: str, entries: list[_Entry]) -> Alert:
         blobs = sum(e.blobs_unknown for e in entries)
@@ -99,7 +127,3 @@ class AlertSink:
             ),
         }
         return Alert.make(labels, annotations, since)
-
-    def _publish(self) -> None:
-        if self._notifier is not None:
-            self._notifier.set_firing(self.alerts())
