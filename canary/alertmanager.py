@@ -32,12 +32,13 @@ class DeliveryOutcome:
     """The closed set of `outcome` label values of registry_canary_alert_deliveries_total."""
 
     OK = "ok"
+    HTTP_3XX = "http_3xx"  # redirects are not followed: credentials stay with the configured URL
     HTTP_4XX = "http_4xx"
     HTTP_5XX = "http_5xx"
     TIMEOUT = "timeout"
     CONNECTION_ERROR = "connection_error"
     TLS_ERROR = "tls_error"
-    ALL = (OK, HTTP_4XX, HTTP_5XX, TIMEOUT, CONNECTION_ERROR, TLS_ERROR)
+    ALL = (OK, HTTP_3XX, HTTP_4XX, HTTP_5XX, TIMEOUT, CONNECTION_ERROR, TLS_ERROR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +205,9 @@ class Notifier:
                 if status < 300:
                     outcome = DeliveryOutcome.OK
                 else:
-                    outcome = DeliveryOutcome.HTTP_4XX if status < 500 else DeliveryOutcome.HTTP_5XX
+                    outcome = {3: DeliveryOutcome.HTTP_3XX, 4: DeliveryOutcome.HTTP_4XX}.get(
+                        status // 100, DeliveryOutcome.HTTP_5XX
+                    )
                     text = (await response.content.read(MAX_ERROR_TEXT)).decode("utf-8", "replace")
                     detail = " ".join(text.split())
         except TimeoutError:

@@ -12,6 +12,8 @@ import yaml
 
 from tests.conftest import REPO_ROOT
 
+pytestmark = pytest.mark.registry  # promtool and Alertmanager come from `make sysdeps`
+
 RULES = REPO_ROOT / "config" / "prometheus" / "rules.yml"
 RULE_TESTS = REPO_ROOT / "tests" / "rules"
 TEST_FILES = ["blob_unknown.test.yml", "canary_health.test.yml", "pulls_and_slo.test.yml"]

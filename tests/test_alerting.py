@@ -4,6 +4,7 @@ Alertmanagers faked by aiohttp servers (the real Alertmanager is in test_alertin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -91,7 +92,7 @@ async def until(check: Callable[[], bool], within: float = 10.0) -> None:
 
 
 def settings(*urls: str, **extra: Any) -> Alertmanager:
-    return Alertmanager.model_validate({"url": list(urls), **extra}, context={"environ": extra})
+    return Alertmanager.model_validate({"url": list(urls), **extra})
 
 
 def alert(repository: str = "canary/a", started: datetime | None = None) -> Alert:
@@ -118,9 +119,19 @@ def deliveries(registry: CollectorRegistry, outcome: str) -> float:
     return found
 
 
-async def running(notifier: Notifier) -> Notifier:
+@contextlib.asynccontextmanager
+async def delivering(
+    config: Alertmanager, registry: CollectorRegistry | None = None, log: Any = None
+) -> AsyncIterator[Notifier]:
+    """A started notifier, closed on exit."""
+    notifier = Notifier(
+        config, Metrics(registry or CollectorRegistry()), log or RecordingLog(), "http://canary/"
+    )
     notifier.start()
-    return notifier
+    try:
+        yield notifier
+    finally:
+        await notifier.close()
 
 
 class TestNotifier:
@@ -129,10 +140,7 @@ class TestNotifier:
     ) -> None:
         """A firing alert is posted at once with endsAt four resend intervals ahead."""
         registry = CollectorRegistry()
-        notifier = await running(
-            Notifier(settings(fake_am.url), Metrics(registry), RecordingLog(), "http://canary/")
-        )
-        try:
+        async with delivering(settings(fake_am.url), registry) as notifier:
             started = datetime.now(UTC) - timedelta(seconds=5)
             notifier.set_firing([alert(started=started)])
             await until(lambda: len(fake_am.posts) == 1)
@@ -146,21 +154,12 @@ class TestNotifier:
             assert timedelta(seconds=230) < expires <= timedelta(seconds=240)
             assert deliveries(registry, "ok") == 1.0
             assert registry.get_sample_value("registry_canary_alerts_firing") == 1.0
-        finally:
-            await notifier.close()
 
     async def test_resends_while_firing_and_sends_the_resolution(
         self, fake_am: FakeAlertmanager
     ) -> None:
         """Firing alerts are posted every resend interval; a resolved one is sent ended."""
-        notifier = await running(
-            Notifier(
-                settings(fake_am.url, resend_interval="1s"),
-                Metrics(CollectorRegistry()),
-                RecordingLog(),
-            )
-        )
-        try:
+        async with delivering(settings(fake_am.url, resend_interval="1s")) as notifier:
             notifier.set_firing([alert()])
             await until(lambda: len(fake_am.posts) >= 2)
             assert all(len(post) == 1 for post in fake_am.posts)
@@ -171,26 +170,15 @@ class TestNotifier:
                 (sent,) = post
                 ended = datetime.fromisoformat(sent["endsAt"])
                 assert abs(ended - resolved_at) < timedelta(seconds=1)
-        finally:
-            await notifier.close()
 
     async def test_nothing_is_posted_without_alerts(self, fake_am: FakeAlertmanager) -> None:
         """No empty posts: the first post Alertmanager sees already holds the first alert."""
-        notifier = await running(
-            Notifier(
-                settings(fake_am.url, resend_interval="1s"),
-                Metrics(CollectorRegistry()),
-                RecordingLog(),
-            )
-        )
-        try:
+        async with delivering(settings(fake_am.url, resend_interval="1s")) as notifier:
             notifier.set_firing([])
             await asyncio.sleep(0)
             notifier.set_firing([alert("canary/b")])
             await until(lambda: len(fake_am.posts) >= 1)
             assert [a["labels"]["repository"] for a in fake_am.posts[0]] == ["canary/b"]
-        finally:
-            await notifier.close()
 
     async def test_failing_alertmanager_is_retried_until_it_accepts(
         self, fake_am: FakeAlertmanager
@@ -199,8 +187,7 @@ class TestNotifier:
         registry = CollectorRegistry()
         log = RecordingLog()
         fake_am.status = 500
-        notifier = await running(Notifier(settings(fake_am.url), Metrics(registry), log))
-        try:
+        async with delivering(settings(fake_am.url), registry, log) as notifier:
             notifier.set_firing([alert()])
             await until(lambda: len(fake_am.posts) >= 2)
             fake_am.status = 200
@@ -211,29 +198,20 @@ class TestNotifier:
             assert failed[0]["detail"] == "cannot store alerts right now"
             assert [f["attempt"] for f in failed[:2]] == [1, 2]
             assert log.events("alert_delivery_recovered")
-        finally:
-            await notifier.close()
 
     async def test_a_stalled_alertmanager_delays_neither_the_other_nor_the_caller(self) -> None:
         """With an HA pair, one Alertmanager that never answers times out alone."""
         registry = CollectorRegistry()
         async with FakeAlertmanager() as stalled, FakeAlertmanager() as healthy:
             stalled.stall = True
-            notifier = await running(
-                Notifier(
-                    settings(stalled.url, healthy.url, timeout="3s"),
-                    Metrics(registry),
-                    RecordingLog(),
-                )
-            )
-            try:
+            async with delivering(
+                settings(stalled.url, healthy.url, timeout="3s"), registry
+            ) as notifier:
                 notifier.set_firing([alert()])  # returns at once: delivery is on its own tasks
                 await until(lambda: len(healthy.posts) == 1)
                 # Delivered while the stalled post is still waiting for its 3 s timeout.
                 assert deliveries(registry, "timeout") == 0
                 await until(lambda: deliveries(registry, "timeout") >= 1)
-            finally:
-                await notifier.close()
 
     async def test_unreachable_alertmanager_is_a_connection_error(self) -> None:
         """A closed port counts as connection_error and is logged without the password."""
@@ -246,13 +224,33 @@ class TestNotifier:
             },
             context={"environ": {"AM_PASSWORD": "hunter2-secret"}},
         )
-        notifier = await running(Notifier(config, Metrics(registry), log))
-        try:
+        async with delivering(config, registry, log) as notifier:
             notifier.set_firing([alert()])
             await until(lambda: deliveries(registry, "connection_error") >= 1)
-        finally:
-            await notifier.close()
         assert "hunter2-secret" not in repr(log.lines)
+
+    async def test_redirects_are_not_followed(self, fake_am: FakeAlertmanager) -> None:
+        """A redirect is a failed delivery, so credentials never travel to another URL."""
+        registry = CollectorRegistry()
+        fake_am.status = 307
+        async with delivering(settings(fake_am.url), registry) as notifier:
+            notifier.set_firing([alert()])
+            await until(lambda: deliveries(registry, "http_3xx") >= 1)
+        assert deliveries(registry, "ok") == 0
+
+    def test_resolutions_are_sent_for_a_while_then_dropped(self) -> None:
+        """A resolved alert stays in every post for 15 minutes, then leaves them."""
+        notifier = Notifier(
+            settings("http://127.0.0.1:9"), Metrics(CollectorRegistry()), RecordingLog()
+        )
+        resolved_at = datetime.now(UTC)
+        notifier.set_firing([alert()], now=resolved_at)
+        notifier.set_firing([], now=resolved_at)
+        soon = notifier.payload(now=resolved_at + timedelta(minutes=14))
+        assert [datetime.fromisoformat(a["endsAt"]) for a in soon] == [
+            resolved_at.replace(microsecond=resolved_at.microsecond // 1000 * 1000)
+        ]
+        assert notifier.payload(now=resolved_at + timedelta(minutes=16)) == []
 
     async def test_basic_auth_is_sent(self, fake_am: FakeAlertmanager) -> None:
         """Configured credentials reach Alertmanager as HTTP Basic auth."""
@@ -260,13 +258,10 @@ class TestNotifier:
             {"url": fake_am.url, "auth": {"username": "canary", "password_env": "AM_PASSWORD"}},
             context={"environ": {"AM_PASSWORD": "s3cret"}},
         )
-        notifier = await running(Notifier(config, Metrics(CollectorRegistry()), RecordingLog()))
-        try:
+        async with delivering(config) as notifier:
             notifier.set_firing([alert()])
             await until(lambda: len(fake_am.posts) == 1)
             assert fake_am.authorization == ["Basic Y2FuYXJ5OnMzY3JldA=="]  # canary:s3cret
-        finally:
-            await notifier.close()
 
 
 def two_tag_config(**alerting: Any) -> Config:
