@@ -95,6 +95,10 @@ class Notifier:
     def firing(self) -> list[Alert]:
         return list(self._firing.values())
 
+    def take_over(self, previous: Notifier) -> None:
+        """Keep sending the resolutions `previous` was still sending, when settings change."""
+        self._resolved.update(previous._resolved)
+
     def set_firing(self, alerts: Iterable[Alert], now: datetime | None = None) -> None:
         """The alerts firing now; alerts firing before and absent now are resolved."""
         firing = {alert.labels: alert for alert in alerts}

@@ -87,7 +87,7 @@ class Daemon:
     def _configure_alerting(self, config: Config) -> None:
         """Start, replace or stop direct delivery to Alertmanager to match `config`."""
         alerting = config.alerting
-        current = self._notifier
+        previous = current = self._notifier
         if current is not None and (
             current.config != alerting.alertmanager
             or current.generator_url != alerting.generator_url
@@ -100,6 +100,8 @@ class Daemon:
             current = Notifier(
                 alerting.alertmanager, self.metrics, self.log, alerting.generator_url
             )
+            if previous is not None:
+                current.take_over(previous)
             current.start()
         self._notifier = current
         self.alerts.configure(current, alerting.external_labels)

@@ -371,8 +371,11 @@ class TestDaemonAlerting:
         assert first is not None
         daemon._configure_alerting(two_tag_config(alertmanager={"url": "http://127.0.0.1:1"}))
         assert daemon._notifier is first  # unchanged settings keep the running notifier
+        first.set_firing([alert()])
+        first.set_firing([])  # a resolution the next notifier must keep sending
         daemon._configure_alerting(two_tag_config(alertmanager={"url": "http://127.0.0.1:2"}))
         assert daemon._notifier is not first
+        assert [a["labels"] for a in daemon._notifier.payload()] == [dict(alert().labels)]
         assert daemon._notifier is not None
         assert daemon._notifier.config.url == ("http://127.0.0.1:2",)
         daemon._configure_alerting(two_tag_config())

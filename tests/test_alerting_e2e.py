@@ -11,6 +11,7 @@ and two Alertmanagers running the shipped routing with a fake PagerDuty behind t
 from __future__ import annotations
 
 import contextlib
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -210,3 +211,56 @@ def test_lost_blob_links_page_from_both_paths_and_resolve_on_repush(
         eventually(resolved, timeout=DETECTION_SECONDS, poll=0.05)
         with capsys.disabled():
             print(f"  resolved everywhere {time.monotonic() - repushed:.2f} s after the repush")
+
+
+def test_a_hanging_alertmanager_never_holds_up_probing(tmp_path: Path) -> None:
+    """With an Alertmanager that accepts connections and never answers, the daemon keeps
+    pulling on schedule, counts each post as a timeout and still reports the alert firing."""
+    with contextlib.ExitStack() as stack:
+        registry = stack.enter_context(start_registry(tmp_path / "registry"))
+        images = [{"repository": LOST, "tag": "v1"}]
+        environments = [{"name": "local", "url": registry.url}]
+        seed_images(write_config(tmp_path, {"environments": environments, "images": images}))
+        registry.remove_layer_links(LOST)
+        # Connections complete in the kernel's backlog and are never accepted: requests hang.
+        hanging = stack.enter_context(socket.create_server(("127.0.0.1", 0), backlog=64))
+        port = hanging.getsockname()[1]
+        document = daemon_catalog(environments, images)
+        document["alerting"] = {
+            "alertmanager": {
+                "url": f"http://127.0.0.1:{port}",
+                "timeout": "2s",
+                "resend_interval": "1s",
+            }
+        }
+        (tmp_path / "daemon").mkdir()
+        factory = DaemonFactory(tmp_path / "daemon")
+        stack.callback(factory.stop_all)
+        daemon = factory.start("canary", document)
+
+        def timeouts() -> float:
+            found = [
+                s.value
+                for s in daemon.metrics()
+                if s.name == "registry_canary_alert_deliveries_total"
+                and s.labels["outcome"] == "timeout"
+            ]
+            assert found, "no timeout series"
+            return found[0]
+
+        first = eventually(lambda: _at_least(timeouts(), 1), timeout=DETECTION_SECONDS)
+        pulls = len(daemon.events("image_probed"))
+        eventually(lambda: _at_least(timeouts(), first + 2), timeout=DETECTION_SECONDS)
+        # Two more posts hung for 2 s each (and a retry pause): the suspect cadence (a quarter
+        # of the 1 s interval) fits a dozen pulls in that time; pulls waiting on posts, two.
+        pulled = len(daemon.events("image_probed")) - pulls
+        assert pulled >= 6, f"only {pulled} pulls while two posts timed out"
+        status, state = daemon.get_json("/status")
+        assert status == 200
+        assert state["alerts"]["firing"] == [EXPECTED]
+        assert daemon.get("/healthz")[0] == 200
+
+
+def _at_least(value: float, wanted: float) -> float:
+    assert value >= wanted, f"{value} < {wanted}"
+    return value
