@@ -70,6 +70,15 @@ class TestValidFiles:
             assert done.returncode == 0, done.stderr
             assert "valid" in done.stdout
 
+    def test_check_config_summarises_the_catalog_and_alerting(self) -> None:
+        """check-config says how much the daemon will probe and where it posts alerts."""
+        path = REPO_ROOT / "config" / "example.yaml"
+        done = run_cli("check-config", str(path), env={"CANARY_PASSWORD": "x"})
+        assert done.stdout == (
+            f"{path}: valid: 2 environments, 3 images, 5 probes per round, "
+            "alerts posted to 2 Alertmanager(s)\n"
+        )
+
     def test_defaults_and_overrides_resolve_per_target(self, tmp_path: Path) -> None:
         """Targets take image settings over environment settings over defaults."""
         path = tmp_path / "c.yaml"
