@@ -17,19 +17,16 @@ Every wait here polls against a deadline; nothing sleeps and hopes. Nothing leav
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import copy
 import json
 import shutil
-import subprocess
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,9 +34,9 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from canary.testbed import free_port
 from tests.conftest import REPO_ROOT
-from tests.daemon_fixtures import START_SECONDS, STOP_SECONDS, eventually, http_get
+from tests.daemon_fixtures import eventually
+from tests.loopback import ManagedServer, ThreadedServer, http_get
 
 ALERTMANAGER_BINARY = "prometheus-alertmanager"  # the Debian package's name for `alertmanager`
 AMTOOL_BINARY = "amtool"
@@ -93,82 +90,31 @@ def alert(
 
 
 @dataclass
-class AlertmanagerServer:
+class AlertmanagerServer(ManagedServer):
     """A real Alertmanager on a free loopback port, with gossip off (`--cluster.listen-address=`)
     and its state in a temporary `--storage.path` under `root`."""
 
-    root: Path
+    NAME = "Alertmanager"
+
     config: dict[str, Any]
-    port: int = 0
-    process: subprocess.Popen[bytes] | None = None
-    log: Path = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.log = self.root / "alertmanager.log"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def config_path(self) -> Path:
         return self.root / "alertmanager.yml"
 
-    def start(self) -> None:
-        """Start it and wait until /-/ready answers 200; a port taken between choosing and
-        binding is retried, any other failure raises with the log's tail."""
-        binary = require_binary(ALERTMANAGER_BINARY)
-        self.root.mkdir(parents=True, exist_ok=True)
+    def _write_config(self) -> None:
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
-        for attempt in range(5):
-            self.port = free_port()
-            self.log = self.root / f"alertmanager.{attempt}.log"
-            with self.log.open("ab") as sink:
-                self.process = subprocess.Popen(
-                    [
-                        binary,
-                        f"--config.file={self.config_path}",
-                        f"--storage.path={self.root / 'data'}",
-                        f"--web.listen-address=127.0.0.1:{self.port}",
-                        f"--web.external-url={self.url}",
-                        "--cluster.listen-address=",
-                        "--log.level=debug",
-                    ],
-                    stdout=sink,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                )
-            if self._wait_ready():
-                return
-            self.stop()
-            if "address already in use" not in self.log.read_text(encoding="utf-8").lower():
-                raise RuntimeError(f"Alertmanager did not start\n{self.diagnostics()}")
-        raise RuntimeError("Alertmanager found no free port in 5 attempts")
 
-    def _wait_ready(self) -> bool:
-        assert self.process is not None
-        deadline = time.monotonic() + START_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                return False
-            with contextlib.suppress(OSError):
-                if http_get(self.url + "/-/ready", timeout=1)[0] == 200:
-                    return True
-            time.sleep(0.05)
-        return False
-
-    def diagnostics(self) -> str:
-        text = self.log.read_text(encoding="utf-8") if self.log.exists() else ""
-        return f"--- {self.log} (tail) ---\n{text[-4000:]}"
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    def _command(self) -> list[str]:
+        return [
+            require_binary(ALERTMANAGER_BINARY),
+            f"--config.file={self.config_path}",
+            f"--storage.path={self.root / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            f"--web.external-url={self.url}",
+            "--cluster.listen-address=",
+            "--log.level=debug",
+        ]
 
     def alerts(
         self, active_only: bool = True, matchers: Sequence[str] = ()
@@ -222,46 +168,18 @@ class Notification:
     received: float  # time.monotonic()
 
 
-class NotificationReceiver:
+class NotificationReceiver(ThreadedServer):
     """A loopback HTTP server, on its own thread and event loop, that records the body of every
     POST by path. Under PAGERDUTY_PATH it answers as PagerDuty's Events API v2 does (202 and
     a JSON status); under any other path (such as WEBHOOK_PATH) with 200."""
 
     def __init__(self) -> None:
-        self.port = 0
+        super().__init__("notification receiver")
         self._notifications: list[Notification] = []
         self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="notifications", daemon=True)
-        self._runner: web.AppRunner | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self._thread.start()
-        if not self._ready.wait(timeout=START_SECONDS) or not self.port:
-            raise RuntimeError("the notification receiver did not start")
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._setup())
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.close()
-
-    async def _setup(self) -> None:
-        app = web.Application()
+    def _add_routes(self, app: web.Application) -> None:
         app.router.add_post("/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        for address in self._runner.addresses:
-            if isinstance(address, tuple):
-                self.port = int(address[1])
 
     async def _handle(self, request: web.Request) -> web.Response:
         text = await request.text()
@@ -309,17 +227,6 @@ class NotificationReceiver:
             if time.monotonic() >= deadline:
                 return bodies
             time.sleep(0.05)
-
-    async def _shutdown(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            future = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
-            future.result(timeout=STOP_SECONDS)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=STOP_SECONDS)
 
 
 def running_receiver() -> Iterator[NotificationReceiver]:

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -30,11 +29,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from canary.testbed import free_port
 from tests.conftest import REPO_ROOT
+from tests.loopback import START_SECONDS, STOP_SECONDS, ManagedServer, ThreadedServer, http_get
 
 T = TypeVar("T")
 
-START_SECONDS = 20.0
-STOP_SECONDS = 30.0
 PROMETHEUS_BINARY = "prometheus"
 # Distinct from the daemon's defaults so a test can see the file's values were used.
 DEFAULTS = {"interval": "1s", "timeout": "10s", "recheck_delay": "100ms"}
@@ -68,16 +66,6 @@ def daemon_catalog(
     if daemon:
         document["daemon"] = daemon
     return document
-
-
-def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    """GET `url` (loopback only); the status and body, error statuses included."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback
-            status: int = response.status
-            return status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,29 +215,20 @@ class DaemonFactory:
 
 
 @dataclass
-class PrometheusServer:
+class PrometheusServer(ManagedServer):
     """A real Prometheus with 1 s scrape and rule evaluation intervals; jobs are added by
     rewriting its config and asking it to reload (`--web.enable-lifecycle`). Rule files and
     Alertmanagers (base URLs), if given, are in the config from the start."""
 
-    root: Path
-    port: int = 0
-    process: subprocess.Popen[bytes] | None = None
+    NAME = "Prometheus"
+
     jobs: dict[str, int] = field(default_factory=dict)
     rule_files: list[Path] = field(default_factory=list)
     alertmanagers: list[str] = field(default_factory=list)
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
     def config_path(self) -> Path:
         return self.root / "prometheus.yml"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "prometheus.log"
 
     def _write_config(self) -> None:
         document: dict[str, Any] = {
@@ -269,49 +248,14 @@ class PrometheusServer:
             document["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": targets}]}]}
         self.config_path.write_text(yaml.safe_dump(document, sort_keys=False))
 
-    def start(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._write_config()
-        for _ in range(5):
-            self.port = free_port()
-            with self.log.open("ab") as sink:
-                self.process = subprocess.Popen(
-                    [
-                        PROMETHEUS_BINARY,
-                        f"--config.file={self.config_path}",
-                        f"--storage.tsdb.path={self.root / 'data'}",
-                        f"--web.listen-address=127.0.0.1:{self.port}",
-                        "--web.enable-lifecycle",
-                    ],
-                    stdout=sink,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                )
-            if self._wait_ready():
-                return
-            self.stop()
-        raise RuntimeError(f"Prometheus did not start; see {self.log}")
-
-    def _wait_ready(self) -> bool:
-        assert self.process is not None
-        deadline = time.monotonic() + START_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                return False
-            with contextlib.suppress(OSError):
-                if http_get(self.url + "/-/ready", timeout=1)[0] == 200:
-                    return True
-            time.sleep(0.05)
-        return False
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    def _command(self) -> list[str]:
+        return [
+            PROMETHEUS_BINARY,
+            f"--config.file={self.config_path}",
+            f"--storage.tsdb.path={self.root / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--web.enable-lifecycle",
+        ]
 
     def scrape(self, job: str, port: int) -> None:
         """Scrape 127.0.0.1:`port` as `job` from now on, and wait until `up{job}` is 1."""
@@ -364,7 +308,7 @@ def running_prometheus(
         server.stop()
 
 
-class StallingProxy:
+class StallingProxy(ThreadedServer):
     """An HTTP proxy in front of a registry, on its own thread and event loop, that holds
     requests for the paths in `stall` for `stall_seconds` (or until closed) before forwarding.
 
@@ -372,50 +316,25 @@ class StallingProxy:
     """
 
     def __init__(self, upstream: str, stall: set[str], stall_seconds: float) -> None:
+        super().__init__("stalling proxy")
         self.upstream = upstream
         self.stall_paths = stall
         self.stall_seconds = stall_seconds
-        self.port = 0
         self.requests: list[tuple[str, str]] = []
         self.stalled_arrivals = 0
         self.stalled = threading.Event()  # a request to a stalled path has arrived
         self.max_open: dict[str, int] = {}
         self._open: dict[str, int] = {}
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="stalling-proxy", daemon=True)
-        self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._release: asyncio.Event | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self._thread.start()
-        if not self._ready.wait(timeout=START_SECONDS) or not self.port:
-            raise RuntimeError("the stalling proxy did not start")
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._setup())
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.close()
+    def _add_routes(self, app: web.Application) -> None:
+        app.router.add_route("*", "/{tail:.*}", self._handle)
 
     async def _setup(self) -> None:
         self._release = asyncio.Event()
         self._session = aiohttp.ClientSession(auto_decompress=False)
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        for address in self._runner.addresses:
-            if isinstance(address, tuple):
-                self.port = int(address[1])
+        await super()._setup()
 
     async def _handle(self, request: web.Request) -> web.Response:
         assert self._session is not None
@@ -452,18 +371,12 @@ class StallingProxy:
 
     async def _shutdown(self) -> None:
         assert self._release is not None
+        # Released first, stalled handlers answer at once rather than make the cleanup wait
+        # out stall_seconds; the session goes last, as handlers forward through it until then.
         self._release.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await super()._shutdown()
         if self._session is not None:
             await self._session.close()
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            future = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
-            future.result(timeout=STOP_SECONDS)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=STOP_SECONDS)
 
 
 def config_blob_path(registry_url: str, repository: str, tag: str) -> str:

@@ -33,6 +33,8 @@ from tests.alertmanager_fixtures import (
 )
 from tests.daemon_fixtures import eventually
 
+pytestmark = pytest.mark.registry  # promtool and Alertmanager come from `make sysdeps`
+
 PAGERDUTY_RECEIVER = "registry-canary-pagerduty"
 TICKET_RECEIVER = "registry-canary-tickets"
 RUNBOOK = "https://github.com/registry-canary/registry-canary/blob/main/README.md#"
@@ -54,61 +56,52 @@ def amtool(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def rule_alert(
+    alertname: str, summary: str, **labels: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Labels and annotations as config/prometheus/rules.yml gives `alertname`."""
+    annotations = {"summary": summary, "runbook_url": RUNBOOK + alertname.lower()}
+    return {"alertname": alertname, **labels}, annotations
+
+
 def blob_unknown(environment: str, repository: str) -> tuple[dict[str, str], dict[str, str]]:
-    """Labels and annotations as config/prometheus/rules.yml gives RegistryCanaryBlobUnknown."""
-    labels = {
-        "alertname": "RegistryCanaryBlobUnknown",
-        "environment": environment,
-        "repository": repository,
-        "severity": "page",
-    }
-    annotations = {
-        "summary": f"{repository} in {environment}: blobs are unknown to the registry",
-        "runbook_url": RUNBOOK + "registrycanaryblobunknown",
-    }
-    return labels, annotations
+    return rule_alert(
+        "RegistryCanaryBlobUnknown",
+        f"{repository} in {environment}: blobs are unknown to the registry",
+        environment=environment,
+        repository=repository,
+        severity="page",
+    )
 
 
 def widespread(environment: str, count: int) -> tuple[dict[str, str], dict[str, str]]:
-    labels = {
-        "alertname": "RegistryCanaryBlobUnknownWidespread",
-        "environment": environment,
-        "severity": "page",
-    }
-    annotations = {
-        "summary": f"{environment}: blobs unknown in {count} repositories",
-        "runbook_url": RUNBOOK + "registrycanaryblobunknownwidespread",
-    }
-    return labels, annotations
+    return rule_alert(
+        "RegistryCanaryBlobUnknownWidespread",
+        f"{environment}: blobs unknown in {count} repositories",
+        environment=environment,
+        severity="page",
+    )
 
 
 def pull_failing(environment: str, repository: str) -> tuple[dict[str, str], dict[str, str]]:
-    labels = {
-        "alertname": "RegistryCanaryPullFailing",
-        "environment": environment,
-        "repository": repository,
-        "tag": "v1",
-        "severity": "ticket",
-    }
-    annotations = {
-        "summary": f"Pulls of {repository}:v1 in {environment} keep failing",
-        "runbook_url": RUNBOOK + "registrycanarypullfailing",
-    }
-    return labels, annotations
+    return rule_alert(
+        "RegistryCanaryPullFailing",
+        f"Pulls of {repository}:v1 in {environment} keep failing",
+        environment=environment,
+        repository=repository,
+        tag="v1",
+        severity="ticket",
+    )
 
 
 def error_budget_burn(environment: str, severity: str) -> tuple[dict[str, str], dict[str, str]]:
-    labels = {
-        "alertname": "RegistryCanaryErrorBudgetBurn",
-        "environment": environment,
-        "severity": severity,
-        "long_window": "1h" if severity == "page" else "3d",
-    }
-    annotations = {
-        "summary": f"{environment}: pulls are burning the error budget fast",
-        "runbook_url": RUNBOOK + "registrycanaryerrorbudgetburn",
-    }
-    return labels, annotations
+    return rule_alert(
+        "RegistryCanaryErrorBudgetBurn",
+        f"{environment}: pulls are burning the error budget fast",
+        environment=environment,
+        severity=severity,
+        long_window="1h" if severity == "page" else "3d",
+    )
 
 
 def outage() -> list[tuple[dict[str, str], dict[str, str]]]:
