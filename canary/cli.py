@@ -114,9 +114,7 @@ def _check_config(args: argparse.Namespace) -> int:
     config = load_config(args.file)
     pairs = sum(1 for _ in config.targets())
     alertmanager = config.alerting.alertmanager
-    alerting = (
-        f", alerts posted to {len(alertmanager.url)} Alertmanager(s)" if alertmanager else ""
-    )
+    alerting = f", alerts posted to {len(alertmanager.url)} Alertmanager(s)" if alertmanager else ""
     print(
         f"{args.file}: valid: {len(config.environments)} environments, "
         f"{len(config.images)} images, {pairs} probes per round{alerting}"
