@@ -352,20 +352,16 @@ def test_inhibited_alerts_show_as_suppressed(alertmanager: AlertmanagerServer) -
     ]
     alertmanager.post_alerts(as_alerts(pairs, now - timedelta(minutes=1), now + timedelta(hours=1)))
 
-    def by_state() -> dict[str, list[dict[str, Any]]]:
+    def everything() -> list[dict[str, Any]]:
         held = alertmanager.alerts(active_only=False)
         assert len(held) == len(pairs), held
-        states: dict[str, list[dict[str, Any]]] = {}
-        for item in held:
-            states.setdefault(item["status"]["state"], []).append(item)
-        assert set(states) == {"active", "suppressed"}, states.keys()
-        return states
+        return held
 
-    states = eventually(by_state, timeout=DELIVERY_SECONDS)
+    # Fingerprints depend on labels alone; inhibition is applied asynchronously, so the
+    # states are polled below until they have settled.
     fingerprints = {
         json.dumps(item["labels"], sort_keys=True): item["fingerprint"]
-        for items in states.values()
-        for item in items
+        for item in eventually(everything, timeout=DELIVERY_SECONDS)
     }
 
     def fingerprint(labels: dict[str, str]) -> str:
@@ -381,10 +377,18 @@ def test_inhibited_alerts_show_as_suppressed(alertmanager: AlertmanagerServer) -
     expected_inhibitors[fingerprint(error_budget_burn("prod", "ticket")[0])] = [
         fingerprint(error_budget_burn("prod", "page")[0])
     ]
-    suppressed = {item["fingerprint"]: item["status"] for item in states["suppressed"]}
-    assert {key: status["inhibitedBy"] for key, status in suppressed.items()} == (
-        expected_inhibitors
-    )
+
+    def settled() -> dict[str, dict[str, Any]]:
+        suppressed = {
+            item["fingerprint"]: item["status"]
+            for item in everything()
+            if item["status"]["state"] == "suppressed"
+        }
+        found = {key: status["inhibitedBy"] for key, status in suppressed.items()}
+        assert found == expected_inhibitors
+        return suppressed
+
+    suppressed = eventually(settled, timeout=DELIVERY_SECONDS)
     assert all(not status["silencedBy"] for status in suppressed.values())
 
     active = sorted(
