@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 import aiohttp
@@ -28,7 +29,7 @@ RESOLVED_RETENTION = timedelta(minutes=15)
 MAX_ERROR_TEXT = 200
 
 
-class DeliveryOutcome:
+class DeliveryOutcome(StrEnum):
     """The closed set of `outcome` label values of registry_canary_alert_deliveries_total."""
 
     OK = "ok"
@@ -38,7 +39,6 @@ class DeliveryOutcome:
     TIMEOUT = "timeout"
     CONNECTION_ERROR = "connection_error"
     TLS_ERROR = "tls_error"
-    ALL = (OK, HTTP_3XX, HTTP_4XX, HTTP_5XX, TIMEOUT, CONNECTION_ERROR, TLS_ERROR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +88,7 @@ class Notifier:
         self._wake = {url: asyncio.Event() for url in config.url}
         self._tasks: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
-        for outcome in DeliveryOutcome.ALL:
+        for outcome in DeliveryOutcome:
             metrics.alert_deliveries.labels(outcome)
 
     @property
