@@ -65,8 +65,9 @@ from common import (
     wait_exit,
 )
 
-from canary.config import Image, parse_duration
+from canary.config import Image
 from canary.registry.media import ACCEPT
+from canary.schema import parse_duration
 from canary.seed import parse_size, synthesize
 from canary.testbed import LocalRegistry, free_port, start_registry
 

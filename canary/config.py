@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -11,14 +9,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -27,14 +23,20 @@ from pydantic import (
     model_validator,
 )
 
+from canary.schema import (
+    Auth,
+    BasicAuth,
+    Duration,
+    Model,
+    existing_file,
+)
+
 # Reference grammar from distribution's reference package (reference/regexp.go).
 _NAME_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
 REPOSITORY_RE = re.compile(rf"^{_NAME_COMPONENT}(?:/{_NAME_COMPONENT})*$")
 TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
 DIGEST_RE = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
 PLATFORM_RE = re.compile(r"^[a-z0-9_]+/[a-z0-9_]+(?:/[a-z0-9_.]+)?$")
-_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 class ConfigError(Exception):
@@ -49,24 +51,6 @@ class ConfigError(Exception):
         lines = [f"{self.source}: invalid configuration"]
         lines += [f"  {loc}: {reason}" if loc else f"  {reason}" for loc, reason in self.problems]
         return "\n".join(lines)
-
-
-def parse_duration(value: object) -> float:
-    """Turn `500ms`, `30s`, `5m` or `1h` into seconds."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ValueError("a duration is a string such as 500ms, 30s, 5m or 1h")
-    if isinstance(value, int | float):
-        raise ValueError(f"duration {value!r} needs a unit: 500ms, 30s, 5m or 1h")
-    match = _DURATION_RE.match(value.strip())
-    if not match:
-        raise ValueError(f"{value!r} is not a duration such as 500ms, 30s, 5m or 1h")
-    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    if seconds <= 0:
-        raise ValueError("a duration must be longer than zero")
-    return seconds
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
 class BlobCheck(StrEnum):
@@ -93,11 +77,7 @@ def _platforms(value: object) -> object:
 Platforms = Annotated[Literal["all"] | tuple[str, ...], BeforeValidator(_platforms)]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
-
-
-class Defaults(_Model):
+class Defaults(Model):
     interval: Duration = 60.0
     timeout: Duration = 30.0
     blob_check: BlobCheck = BlobCheck.GET
@@ -106,164 +86,6 @@ class Defaults(_Model):
     recheck_delay: Duration = 1.0
     # How often an image whose last pull failed is pulled until it recovers; default interval/4.
     suspect_interval: Duration | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Secret:
-    """A secret read at start-up, remembered with where it came from; never printed."""
-
-    origin: str
-    value: SecretStr
-
-    def __repr__(self) -> str:
-        return f"Secret(origin={self.origin!r}, value='**********')"
-
-
-def _environ(info: ValidationInfo) -> Mapping[str, str]:
-    context = info.context or {}
-    environ: Mapping[str, str] = context.get("environ", os.environ)
-    return environ
-
-
-def _base_dir(info: ValidationInfo) -> Path:
-    context = info.context or {}
-    return Path(context.get("base_dir", "."))
-
-
-def _read_secret_file(path: Path) -> str:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ValueError(f"file {path} does not exist") from None
-    except OSError as exc:
-        raise ValueError(f"file {path} cannot be read: {exc.strerror}") from None
-    return text.rstrip("\r\n")
-
-
-@dataclass(frozen=True, slots=True)
-class DockerConfig:
-    """The `auths` of a docker config.json or a Kubernetes .dockerconfigjson, by host."""
-
-    origin: str
-    auths: Mapping[str, tuple[str, SecretStr]]
-
-    def __repr__(self) -> str:
-        return f"DockerConfig(origin={self.origin!r}, hosts={sorted(self.auths)!r})"
-
-    def lookup(self, url: str) -> tuple[str, SecretStr] | None:
-        host = urlsplit(url).netloc
-        for key in (host, url.rstrip("/"), f"https://{host}", f"http://{host}"):
-            if key in self.auths:
-                return self.auths[key]
-        for key, value in self.auths.items():
-            if urlsplit(key if "://" in key else f"//{key}").netloc == host:
-                return value
-        return None
-
-
-def parse_docker_config(text: str, origin: str) -> DockerConfig:
-    """Read the credentials of a docker config; `auth` is base64 `user:password`."""
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{origin} is not JSON: {exc.msg} at line {exc.lineno}") from None
-    auths = document.get("auths") if isinstance(document, dict) else None
-    if not isinstance(auths, dict):
-        raise ValueError(f"{origin} has no `auths` object")
-    parsed: dict[str, tuple[str, SecretStr]] = {}
-    for host, entry in auths.items():
-        if not isinstance(entry, dict):
-            raise ValueError(f"{origin}: the entry for {host} is not an object")
-        if isinstance(entry.get("auth"), str) and entry["auth"]:
-            try:
-                decoded = base64.b64decode(entry["auth"], validate=True).decode("utf-8")
-            except (ValueError, UnicodeDecodeError):
-                raise ValueError(f"{origin}: the `auth` of {host} is not base64") from None
-            username, sep, password = decoded.partition(":")
-            if not sep:
-                raise ValueError(f"{origin}: the `auth` of {host} is not user:password")
-        elif isinstance(entry.get("username"), str) and isinstance(entry.get("password"), str):
-            username, password = entry["username"], entry["password"]
-        else:
-            raise ValueError(f"{origin}: the entry for {host} has no `auth` or username/password")
-        parsed[host] = (username, SecretStr(password))
-    return DockerConfig(origin=origin, auths=parsed)
-
-
-class BasicAuth(_Model):
-    """A username and a password read from the environment or a file."""
-
-    username: str | None = None
-    password_env: Secret | None = None
-    password_file: Secret | None = None
-    # Present only to refuse them with a clear reason instead of "extra inputs".
-    password: None = None
-    token: None = None
-    _sources: ClassVar[str] = "password_env or password_file"
-
-    @field_validator("password", "token", mode="before")
-    @classmethod
-    def _no_inline_secret(cls, value: object) -> None:
-        raise ValueError(f"secrets may not be written in the config; use {cls._sources}")
-
-    @field_validator("password_env", mode="before")
-    @classmethod
-    def _read_env(cls, value: object, info: ValidationInfo) -> Secret:
-        if not isinstance(value, str) or not value:
-            raise ValueError("name an environment variable")
-        environ = _environ(info)
-        if value not in environ:
-            raise ValueError(f"environment variable {value} is not set")
-        return Secret(origin=f"${value}", value=SecretStr(environ[value]))
-
-    @field_validator("password_file", mode="before")
-    @classmethod
-    def _read_file(cls, value: object, info: ValidationInfo) -> Secret:
-        if not isinstance(value, str) or not value:
-            raise ValueError("name a file")
-        path = _base_dir(info) / value
-        return Secret(origin=str(path), value=SecretStr(_read_secret_file(path)))
-
-    @model_validator(mode="after")
-    def _one_source(self) -> BasicAuth:
-        if (self.password_env is None) == (self.password_file is None):
-            raise ValueError("give exactly one of password_env or password_file")
-        if not self.username:
-            raise ValueError("username is required with password_env or password_file")
-        return self
-
-    def pair(self) -> tuple[str, SecretStr]:
-        secret = self.password_env or self.password_file
-        # _one_source rules out anything else.
-        assert secret is not None
-        assert self.username
-        return self.username, secret.value
-
-
-class Auth(BasicAuth):
-    """Credentials for whatever the registry challenges with: Basic, or a Bearer token."""
-
-    docker_config: DockerConfig | None = None
-    _sources: ClassVar[str] = "password_env, password_file or docker_config"
-
-    @field_validator("docker_config", mode="before")
-    @classmethod
-    def _read_docker_config(cls, value: object, info: ValidationInfo) -> DockerConfig:
-        if not isinstance(value, str) or not value:
-            raise ValueError("name a docker config file")
-        path = _base_dir(info) / value
-        return parse_docker_config(_read_secret_file(path), str(path))
-
-    @model_validator(mode="after")
-    def _one_source(self) -> Auth:
-        sources = [self.password_env, self.password_file, self.docker_config]
-        if sum(source is not None for source in sources) != 1:
-            raise ValueError("give exactly one of password_env, password_file or docker_config")
-        if self.docker_config is None and not self.username:
-            raise ValueError("username is required with password_env or password_file")
-        if self.docker_config is not None and self.username:
-            raise ValueError("username comes from docker_config; do not set both")
-        return self
 
 
 def _registry_url(value: object) -> str:
@@ -283,17 +105,7 @@ def _registry_url(value: object) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _existing_file(cls: type, value: Path | None, info: ValidationInfo) -> Path | None:
-    """A file named relative to the config file, which must exist."""
-    if value is None:
-        return None
-    path = _base_dir(info) / value
-    if not path.is_file():
-        raise ValueError(f"file {path} does not exist")
-    return path
-
-
-class Environment(_Model):
+class Environment(Model):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
     url: Annotated[str, BeforeValidator(_registry_url)]
     auth: Auth | None = None
@@ -303,7 +115,7 @@ class Environment(_Model):
     interval: Duration | None = None
     timeout: Duration | None = None
 
-    _ca_exists = field_validator("ca_file", mode="after")(_existing_file)
+    _ca_exists = field_validator("ca_file", mode="after")(existing_file)
 
     @model_validator(mode="after")
     def _check(self) -> Environment:
@@ -340,7 +152,7 @@ def _aware(value: datetime) -> datetime:
     return value
 
 
-class Image(_Model):
+class Image(Model):
     repository: Annotated[str, _pattern(REPOSITORY_RE, "repository name")]
     tag: Annotated[str, _pattern(TAG_RE, "tag")]
     digest: Annotated[str | None, _pattern(DIGEST_RE, "digest (sha256:<64 hex>)")] = None
@@ -400,7 +212,7 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - an empty host means all
 
 
-class Daemon(_Model):
+class Daemon(Model):
     """Settings of `registry-canary run`; the command line can override listen and log_level."""
 
     listen: Listen = "127.0.0.1:9321"
@@ -446,7 +258,7 @@ def _external_labels(value: object) -> object:
     return value
 
 
-class Alertmanager(_Model):
+class Alertmanager(Model):
     """Where the daemon posts its own alerts (API v2), independent of Prometheus."""
 
     url: Annotated[tuple[str, ...], BeforeValidator(_alertmanager_urls)]
@@ -457,7 +269,7 @@ class Alertmanager(_Model):
     tls_verify: bool = True
     ca_file: Path | None = None
 
-    _ca_exists = field_validator("ca_file", mode="after")(_existing_file)
+    _ca_exists = field_validator("ca_file", mode="after")(existing_file)
 
     @field_validator("resend_interval", mode="after")
     @classmethod
@@ -473,16 +285,18 @@ class Alertmanager(_Model):
         return self
 
 
-class Alerting(_Model):
+class Alerting(Model):
     alertmanager: Alertmanager | None = None
     # Set these to Prometheus's external_labels, so that Alertmanager sees the daemon's alert
     # and the rule's as one.
-    external_labels: Annotated[dict[str, str], BeforeValidator(_external_labels)] = {}
+    external_labels: Annotated[dict[str, str], BeforeValidator(_external_labels)] = Field(
+        default_factory=dict
+    )
     # The "source" link of each alert, such as the canary's status page as users reach it.
     generator_url: str | None = None
 
 
-class Config(_Model):
+class Config(Model):
     daemon: Daemon = Daemon()
     alerting: Alerting = Alerting()
     defaults: Defaults = Defaults()

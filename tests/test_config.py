@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from canary.config import BlobCheck, ConfigError, load_config, parse_duration
+from canary.config import BlobCheck, ConfigError, load_config
+from canary.schema import parse_duration
 from tests.conftest import REPO_ROOT, run_cli
 
 INVALID = Path(__file__).parent / "configs" / "invalid"
