@@ -85,7 +85,7 @@ def pulled(target: Target, outcome: Outcome) -> ImageResult:
         outcome=outcome,
         manifests=(ManifestResult("sha256:" + "a" * 64, Outcome.OK, 200),),
         blobs=(blob,),
-        published=PublishedResult(datetime(2023, 5, 1, tzinfo=UTC), "config", status),
+        published=(PublishedResult(datetime(2023, 5, 1, tzinfo=UTC), "config", status),),
         started_at=datetime.now(UTC),
         duration_seconds=0.01,
     )

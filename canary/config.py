@@ -28,7 +28,11 @@ from canary.schema import (
     BasicAuth,
     Duration,
     Model,
+    Secret,
+    base_dir,
     existing_file,
+    secret_from_env,
+    secret_from_file,
 )
 
 # Reference grammar from distribution's reference package (reference/regexp.go).
@@ -36,6 +40,7 @@ _NAME_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
 REPOSITORY_RE = re.compile(rf"^{_NAME_COMPONENT}(?:/{_NAME_COMPONENT})*$")
 TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
 DIGEST_RE = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
+PROJECT_RE = re.compile(r"^[\w.-]+(?:/[\w.-]+)+$")
 PLATFORM_RE = re.compile(r"^[a-z0-9_]+/[a-z0-9_]+(?:/[a-z0-9_.]+)?$")
 
 
@@ -86,6 +91,78 @@ class Defaults(Model):
     recheck_delay: Duration = 1.0
     # How often an image whose last pull failed is pulled until it recovers; default interval/4.
     suspect_interval: Duration | None = None
+    # Two published dates this close are the same date (sources round differently).
+    published_tolerance: Duration = 1.0
+    # A published date younger than this is a default, not a real one (catalog images are old).
+    min_age: Duration | None = None
+
+
+class PublishedSource(StrEnum):
+    """Where a tag's published date is read: the places users see it."""
+
+    CONFIG = "config"  # the config blob's `created`
+    GITLAB_API = "gitlab_api"  # GitLab REST: the tag's `created_at`
+    GITLAB_REGISTRY_API = "gitlab_registry_api"  # the registry's /gitlab/v1 tag list
+
+
+def _gitlab_url(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("url is a string such as https://gitlab.example.com")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL such as https://gitlab.example.com")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("credentials may not be written in the URL; use token_env or token_file")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{value!r}: give GitLab's base URL, without a query")
+    return value.rstrip("/")
+
+
+class GitLab(Model):
+    """The GitLab instance whose REST API serves an environment's tag dates."""
+
+    # Its base URL, with the relative URL root if GitLab has one (the /api/v4 is implied).
+    url: Annotated[str, BeforeValidator(_gitlab_url)]
+    token_env: Secret | None = None
+    token_file: Secret | None = None
+    token: None = None  # present only to refuse an inline token with a clear reason
+    timeout: Duration = 10.0
+    tls_verify: bool = True
+    ca_file: Path | None = None
+
+    _read_env = field_validator("token_env", mode="before")(secret_from_env)
+    _read_file = field_validator("token_file", mode="before")(secret_from_file)
+    _ca_exists = field_validator("ca_file", mode="after")(existing_file)
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _no_inline_token(cls, value: object) -> None:
+        raise ValueError("secrets may not be written in the config; use token_env or token_file")
+
+    @model_validator(mode="after")
+    def _check(self) -> GitLab:
+        if (self.token_env is None) == (self.token_file is None):
+            raise ValueError("give exactly one of token_env or token_file")
+        if self.ca_file is not None and not self.tls_verify:
+            raise ValueError("ca_file has no use with tls_verify: false")
+        return self
+
+    @property
+    def secret(self) -> SecretStr:
+        token = self.token_env or self.token_file
+        assert token is not None  # _check rules out anything else
+        return token.value
+
+
+def _sources(value: object) -> object:
+    if isinstance(value, list | tuple):
+        if not value:
+            raise ValueError("list at least one source, such as [config]")
+        names = [str(item) for item in value]
+        if len(set(names)) != len(names):
+            raise ValueError("a source is listed more than once")
+        return tuple(value)
+    raise ValueError("published_sources is a list such as [config, gitlab_api]")
 
 
 def _registry_url(value: object) -> str:
@@ -114,6 +191,10 @@ class Environment(Model):
     concurrency: Annotated[int, Field(ge=1, le=256)] = 4
     interval: Duration | None = None
     timeout: Duration | None = None
+    published_sources: Annotated[tuple[PublishedSource, ...], BeforeValidator(_sources)] = (
+        PublishedSource.CONFIG,
+    )
+    gitlab: GitLab | None = None
 
     _ca_exists = field_validator("ca_file", mode="after")(existing_file)
 
@@ -121,6 +202,8 @@ class Environment(Model):
     def _check(self) -> Environment:
         if self.ca_file is not None and not self.tls_verify:
             raise ValueError("ca_file has no use with tls_verify: false")
+        if PublishedSource.GITLAB_API in self.published_sources and self.gitlab is None:
+            raise ValueError("published_sources has gitlab_api: say where GitLab is (gitlab.url)")
         if self.auth and self.auth.docker_config and not self.auth.docker_config.lookup(self.url):
             raise ValueError(
                 f"auth.docker_config {self.auth.docker_config.origin} has no entry for "
@@ -162,6 +245,9 @@ class Image(Model):
     platforms: Platforms | None = None
     interval: Duration | None = None
     timeout: Duration | None = None
+    # The GitLab project that holds the repository; by default the longest path prefix of the
+    # repository that GitLab knows as a project.
+    gitlab_project: Annotated[str | None, _pattern(PROJECT_RE, "GitLab project path")] = None
 
     @field_validator("published", mode="after")
     @classmethod
@@ -185,6 +271,8 @@ class Target:
     timeout: float
     recheck_delay: float
     suspect_interval: float
+    published_tolerance: float = 1.0
+    min_age: float | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -219,6 +307,18 @@ class Daemon(Model):
     log_level: LogLevel = "info"
     # After SIGTERM, in-flight pulls get this long to finish before they are cancelled.
     grace_period: Duration = 10.0
+    # Where the first sighting of each tag's digest is kept across restarts (a JSON file).
+    state_file: Path | None = None
+
+    @field_validator("state_file", mode="after")
+    @classmethod
+    def _state_dir_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        path = base_dir(info) / value
+        if not path.parent.is_dir():
+            raise ValueError(f"the folder of {path} does not exist")
+        return path
 
 
 def _alertmanager_urls(value: object) -> object:
@@ -352,6 +452,8 @@ class Config(Model):
                     timeout=image.timeout or env.timeout or self.defaults.timeout,
                     recheck_delay=self.defaults.recheck_delay,
                     suspect_interval=min(self.defaults.suspect_interval or interval / 4, interval),
+                    published_tolerance=self.defaults.published_tolerance,
+                    min_age=self.defaults.min_age,
                 )
 
 

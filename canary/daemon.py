@@ -17,6 +17,7 @@ from canary.alertmanager import Notifier
 from canary.config import Config, ConfigError, load_config, split_listen
 from canary.logconfig import configure_logging, get_logger
 from canary.metrics import Metrics
+from canary.published.seen import FirstSeen
 from canary.schedule import ProbeScheduler
 from canary.sinks import Sink
 from canary.sinks.alerts import AlertSink
@@ -56,6 +57,7 @@ class Daemon:
         self._notifier: Notifier | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self.log = get_logger()
+        self.seen = FirstSeen(config.daemon.state_file, self.log)
         self.started_at = datetime.now(UTC)
         self._stop = asyncio.Event()
         self._scheduler: AsyncIOScheduler | None = None
@@ -141,7 +143,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         self._scheduler = AsyncIOScheduler(timezone=UTC, event_loop=loop)
         sinks: list[Sink] = [MetricsSink(self.metrics), self.state, LogSink(self.log), self.alerts]
-        self._prober = ProbeScheduler(self._scheduler, sinks, self.metrics, self.log)
+        self._prober = ProbeScheduler(self._scheduler, sinks, self.metrics, self.log, self.seen)
         self._prober.apply(self.config)
         self._configure_alerting(self.config)
         self._loaded()
@@ -182,6 +184,7 @@ class Daemon:
             self._scheduler.shutdown(wait=False)
             await runner.cleanup()
             await self._prober.close()
+            self.seen.flush()
             if self._notifier is not None:
                 await self._notifier.close()
             await asyncio.gather(*self._closing, return_exceptions=True)

@@ -107,7 +107,7 @@ class Metrics:
         )
         self.tag_published_valid = Gauge(
             PREFIX + "tag_published_date_valid",
-            "1 if the source gives a real published date that matches the pin, else 0.",
+            "1 if the source gives a real date that agrees with the pin and the config blob.",
             [*ENTRY, "source"],
             registry=registry,
         )

@@ -6,9 +6,13 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from canary.config import BlobCheck, Config, Target
+from canary.config import BlobCheck, Config, PublishedSource, Target
+from canary.published.gitlab import GitLabClient
+from canary.published.judge import Context, Observation, judge
+from canary.published.seen import FirstSeen
+from canary.published.sources import external_dates
 from canary.registry.client import Manifest, RegistryClient
 from canary.registry.errors import RegistryError, failure
 from canary.registry.media import (
@@ -30,13 +34,11 @@ from canary.results import (
     ManifestResult,
     Outcome,
     PublishedResult,
-    PublishedStatus,
 )
 
 MAX_CONFIG_BYTES = 8 * 1024 * 1024
 # Attestation manifests in an index carry this placeholder platform; runtimes skip them.
 _NOT_A_PLATFORM = "unknown/unknown"
-PUBLISHED_TOLERANCE_SECONDS = 1.0
 
 
 @dataclass
@@ -62,12 +64,19 @@ async def _confirmed(fetch: Callable[[], Awaitable[Fetch]], delay: float) -> tup
     return first, await fetch()
 
 
-async def probe_image(client: RegistryClient, target: Target) -> ImageResult:
-    """Pull `target` through `client` within its timeout; failures are outcomes, never raised."""
+async def probe_image(
+    client: RegistryClient,
+    target: Target,
+    gitlab: GitLabClient | None = None,
+    seen: FirstSeen | None = None,
+) -> ImageResult:
+    """Pull `target` through `client` within its timeout, and read its published dates beside
+    the pull, each source within its own timeout; failures are outcomes, never raised."""
     started_at = datetime.now(UTC)
     start = time.monotonic()
     pull = _Pull(target)
     evidence, stopped_by = None, None
+    dates = asyncio.ensure_future(external_dates(target, client, gitlab))
     try:
         async with asyncio.timeout(target.timeout):
             await _pull(client, pull)
@@ -84,7 +93,11 @@ async def probe_image(client: RegistryClient, target: Target) -> ImageResult:
         # Only the type is kept: an exception's text could carry anything, secrets included.
         evidence = Evidence(detail=f"unexpected error: {type(exc).__name__}", url=client.base_url)
         stopped_by = Outcome.INVALID_RESPONSE
+    except asyncio.CancelledError:
+        dates.cancel()
+        raise
     duration = time.monotonic() - start
+    observations = await dates  # bounded by each source's timeout; never raises
     return ImageResult(
         environment=target.environment.name,
         repository=target.image.repository,
@@ -92,7 +105,7 @@ async def probe_image(client: RegistryClient, target: Target) -> ImageResult:
         outcome=_overall(pull, stopped_by),
         manifests=tuple(pull.manifests),
         blobs=tuple(pull.blobs.values()),
-        published=_published(pull),
+        published=_published(pull, observations, seen, started_at),
         started_at=started_at,
         duration_seconds=duration,
         evidence=evidence,
@@ -327,31 +340,43 @@ async def _blob(
     return result, bodies[-1]
 
 
-def _published(pull: _Pull) -> PublishedResult:
+def _config_date(pull: _Pull) -> Observation:
     """The date of the first platform, in index order, whose config gives one."""
     if not pull.configs:
-        return PublishedResult(
-            None, "config", PublishedStatus.MISSING, "the pull did not reach the config blob"
-        )
+        return Observation(PublishedSource.CONFIG, None, "the pull did not reach the config blob")
     problems = []
     for position in sorted(pull.configs):
         config = pull.configs[position]
         if isinstance(config, str):
             problems.append(config)
-            continue
-        if config.created is None:
+        elif config.created is None:
             problems.append(config.created_problem or "no date")
-            continue
-        return _judge(config.created, pull.target.image.published)
-    return PublishedResult(None, "config", PublishedStatus.MISSING, problems[0])
+        else:
+            return Observation(PublishedSource.CONFIG, config.created)
+    return Observation(PublishedSource.CONFIG, None, problems[0])
 
 
-def _judge(created: datetime, pin: datetime | None) -> PublishedResult:
-    if pin is not None and abs((created - pin).total_seconds()) >= PUBLISHED_TOLERANCE_SECONDS:
-        return PublishedResult(
-            created, "config", PublishedStatus.MISMATCH, f"the pin is {pin.isoformat()}"
-        )
-    return PublishedResult(created, "config", PublishedStatus.OK)
+def _published(
+    pull: _Pull, external: list[Observation], seen: FirstSeen | None, started_at: datetime
+) -> tuple[PublishedResult, ...]:
+    """Every configured source's date, judged against the pin, the config blob and the first
+    sighting of the tag's digest."""
+    target = pull.target
+    config = _config_date(pull)
+    top = pull.manifests[0] if pull.manifests else None
+    first_seen = None
+    if seen is not None and top is not None and top.outcome is Outcome.OK and top.digest:
+        first_seen = seen.observe(target.key, top.digest, started_at)
+    context = Context(
+        now=datetime.now(UTC),
+        tolerance=timedelta(seconds=target.published_tolerance),
+        pin=target.image.published,
+        config_created=config.timestamp,
+        first_seen=first_seen,
+        min_age=timedelta(seconds=target.min_age) if target.min_age is not None else None,
+    )
+    observed = {o.source: o for o in [config, *external]}
+    return tuple(judge(observed[s], context) for s in target.environment.published_sources)
 
 
 async def probe_catalog(
@@ -366,14 +391,22 @@ async def probe_catalog(
         for env in config.environments
         if any(t.environment.name == env.name for t in targets)
     }
+    gitlabs = {
+        name: GitLabClient(client.environment.gitlab)
+        for name, client in clients.items()
+        if client.environment.gitlab is not None
+    }
     slots = {
         name: asyncio.Semaphore(client.environment.concurrency) for name, client in clients.items()
     }
+    # A one-shot run sees every tag for the first time: only dates after the run start fail it.
+    seen = FirstSeen()
 
     async def one(target: Target) -> ImageResult:
+        name = target.environment.name
         # Images wait for a slot before their timeout starts, so a queue is not a timeout.
-        async with slots[target.environment.name]:
-            result = await probe_image(clients[target.environment.name], target)
+        async with slots[name]:
+            result = await probe_image(clients[name], target, gitlabs.get(name), seen)
         if on_result is not None:
             on_result(result)
         return result
@@ -381,4 +414,5 @@ async def probe_catalog(
     try:
         return list(await asyncio.gather(*(one(t) for t in targets)))
     finally:
-        await asyncio.gather(*(client.close() for client in clients.values()))
+        closing = [c.close() for c in clients.values()] + [g.close() for g in gitlabs.values()]
+        await asyncio.gather(*closing)

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from canary.results import BlobResult, ImageResult, ManifestResult, Outcome
+from canary.results import BlobResult, ImageResult, ManifestResult, Outcome, PublishedStatus
 
 
 def render_json(results: Sequence[ImageResult]) -> str:
@@ -24,17 +24,25 @@ def _short(digest: str | None) -> str:
 def _cells(result: ImageResult) -> list[str]:
     ok_blobs = sum(b.outcome is Outcome.OK for b in result.blobs)
     top = result.manifests[0] if result.manifests else None
-    published = result.published
-    stamp = published.to_dict()["timestamp"] or "-"
     return [
         result.environment,
         f"{result.repository}:{result.tag}",
         "ok" if result.ok else f"FAIL {result.outcome}",
         str(top.outcome) if top else "-",
         f"{ok_blobs}/{len(result.blobs)}",
-        f"{stamp} ({published.status})",
+        _dates(result),
         f"{result.duration_seconds:.2f}s",
     ]
+
+
+def _dates(result: ImageResult) -> str:
+    """Each source's date and status; the source is named only when there are several."""
+    cells = []
+    for published in result.published:
+        stamp = published.to_dict()["timestamp"] or "-"
+        named = f"{published.source} " if len(result.published) > 1 else ""
+        cells.append(f"{named}{stamp} ({published.status})")
+    return ", ".join(cells)
 
 
 _HEADER = ["ENVIRONMENT", "IMAGE", "RESULT", "MANIFEST", "BLOBS OK", "PUBLISHED", "TIME"]
@@ -81,6 +89,13 @@ def render_text(results: Sequence[ImageResult]) -> str:
             lines.append(_explain(item))
         if result.evidence and not result.failures:
             lines.append(f"    {result.evidence.detail}")
+    for result in results:
+        wrong = [p for p in result.published if p.status is not PublishedStatus.OK]
+        if wrong:
+            lines.append("")
+            lines.append(f"{result.environment} {result.repository}:{result.tag}: published date")
+            for published in wrong:
+                lines.append(f"    {published.source}: {published.status}: {published.detail}")
     ok = len(results) - len(failed)
     lines.append("")
     lines.append(f"{ok} of {len(results)} image pulls verified, {len(failed)} failed")

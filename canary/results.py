@@ -54,8 +54,9 @@ class BlobKind(StrEnum):
 
 class PublishedStatus(StrEnum):
     OK = "ok"
-    MISSING = "missing"
-    MISMATCH = "mismatch"
+    MISSING = "missing"  # no date, or the source could not be read
+    DEFAULT = "default"  # a value no long-lived image can have: zero, future, too recent
+    MISMATCH = "mismatch"  # a real-looking date that differs from the pin or the config blob
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +180,7 @@ class ImageResult:
     outcome: Outcome
     manifests: tuple[ManifestResult, ...]
     blobs: tuple[BlobResult, ...]
-    published: PublishedResult
+    published: tuple[PublishedResult, ...]  # one per configured source, in config order
     started_at: datetime
     duration_seconds: float
     evidence: Evidence | None = None
@@ -212,7 +213,7 @@ class ImageResult:
             "manifest": top.to_dict() if top else None,
             "platform_manifests": [m.to_dict() for m in self.manifests[1:]],
             "blobs": [b.to_dict() for b in self.blobs],
-            "published": self.published.to_dict(),
+            "published": [p.to_dict() for p in self.published],
             "started_at": self.started_at.isoformat().replace("+00:00", "Z"),
             "duration_seconds": round(self.duration_seconds, 6),
             "evidence": self.evidence.to_dict() if self.evidence else None,

@@ -16,6 +16,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 from canary.config import Config, Environment, Target
 from canary.metrics import Metrics
 from canary.probe import probe_image
+from canary.published.gitlab import GitLabClient
+from canary.published.seen import FirstSeen
 from canary.registry.client import RegistryClient
 from canary.sinks import Sink
 
@@ -45,17 +47,29 @@ class _Environment:
     def __init__(self, environment: Environment) -> None:
         self.environment = environment
         self.client = RegistryClient(environment)
+        self.gitlab = GitLabClient(environment.gitlab) if environment.gitlab else None
         self.slots = asyncio.Semaphore(environment.concurrency)
         self.users = 0
+
+    async def close(self) -> None:
+        await self.client.close()
+        if self.gitlab is not None:
+            await self.gitlab.close()
 
 
 class ProbeScheduler:
     """Keeps one APScheduler job per catalog target and hands each result to every sink."""
 
     def __init__(
-        self, scheduler: AsyncIOScheduler, sinks: Sequence[Sink], metrics: Metrics, log: Any
+        self,
+        scheduler: AsyncIOScheduler,
+        sinks: Sequence[Sink],
+        metrics: Metrics,
+        log: Any,
+        seen: FirstSeen | None = None,
     ) -> None:
         self._scheduler = scheduler
+        self._seen = seen
         self._sinks = sinks
         self._metrics = metrics
         self._log = log
@@ -117,13 +131,15 @@ class ProbeScheduler:
             )
         for sink in self._sinks:
             sink.track(list(targets.values()))
+        if self._seen is not None:
+            self._seen.forget_except(set(targets))
 
     def _retire(self, environment: _Environment) -> None:
         """Close a replaced environment's client once no pull uses it any more."""
         self._retired.add(environment)
         if environment.users == 0:
             self._retired.discard(environment)
-            task = asyncio.get_running_loop().create_task(environment.client.close())
+            task = asyncio.get_running_loop().create_task(environment.close())
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
 
@@ -148,7 +164,9 @@ class ProbeScheduler:
                 # In flight only once it has a slot: shutdown waits for pulls, not for the queue.
                 if task is not None:
                     self._running[key] = task
-                result = await probe_image(environment.client, target)
+                result = await probe_image(
+                    environment.client, target, environment.gitlab, self._seen
+                )
             if self._targets.get(key) is not target:
                 return  # reloaded while in flight: the new definition reports from now on
             for sink in self._sinks:
@@ -203,5 +221,5 @@ class ProbeScheduler:
         environments = [*self._environments.values(), *self._retired]
         self._environments.clear()
         self._retired.clear()
-        closing = [env.client.close() for env in environments]
+        closing = [env.close() for env in environments]
         await asyncio.gather(*closing, *self._closing, return_exceptions=True)

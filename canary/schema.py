@@ -66,7 +66,7 @@ def _environ(info: ValidationInfo) -> Mapping[str, str]:
     return environ
 
 
-def _base_dir(info: ValidationInfo) -> Path:
+def base_dir(info: ValidationInfo) -> Path:
     context = info.context or {}
     return Path(context.get("base_dir", "."))
 
@@ -131,6 +131,24 @@ def parse_docker_config(text: str, origin: str) -> DockerConfig:
     return DockerConfig(origin=origin, auths=parsed)
 
 
+def secret_from_env(cls: type, value: object, info: ValidationInfo) -> Secret:
+    """A field naming an environment variable, read now."""
+    if not isinstance(value, str) or not value:
+        raise ValueError("name an environment variable")
+    environ = _environ(info)
+    if value not in environ:
+        raise ValueError(f"environment variable {value} is not set")
+    return Secret(origin=f"${value}", value=SecretStr(environ[value]))
+
+
+def secret_from_file(cls: type, value: object, info: ValidationInfo) -> Secret:
+    """A field naming a file (relative to the config) that holds a secret, read now."""
+    if not isinstance(value, str) or not value:
+        raise ValueError("name a file")
+    path = base_dir(info) / value
+    return Secret(origin=str(path), value=SecretStr(_read_secret_file(path)))
+
+
 class BasicAuth(Model):
     """A username and a password read from the environment or a file."""
 
@@ -147,23 +165,8 @@ class BasicAuth(Model):
     def _no_inline_secret(cls, value: object) -> None:
         raise ValueError(f"secrets may not be written in the config; use {cls._sources}")
 
-    @field_validator("password_env", mode="before")
-    @classmethod
-    def _read_env(cls, value: object, info: ValidationInfo) -> Secret:
-        if not isinstance(value, str) or not value:
-            raise ValueError("name an environment variable")
-        environ = _environ(info)
-        if value not in environ:
-            raise ValueError(f"environment variable {value} is not set")
-        return Secret(origin=f"${value}", value=SecretStr(environ[value]))
-
-    @field_validator("password_file", mode="before")
-    @classmethod
-    def _read_file(cls, value: object, info: ValidationInfo) -> Secret:
-        if not isinstance(value, str) or not value:
-            raise ValueError("name a file")
-        path = _base_dir(info) / value
-        return Secret(origin=str(path), value=SecretStr(_read_secret_file(path)))
+    _read_env = field_validator("password_env", mode="before")(secret_from_env)
+    _read_file = field_validator("password_file", mode="before")(secret_from_file)
 
     @model_validator(mode="after")
     def _one_source(self) -> BasicAuth:
@@ -192,7 +195,7 @@ class Auth(BasicAuth):
     def _read_docker_config(cls, value: object, info: ValidationInfo) -> DockerConfig:
         if not isinstance(value, str) or not value:
             raise ValueError("name a docker config file")
-        path = _base_dir(info) / value
+        path = base_dir(info) / value
         return parse_docker_config(_read_secret_file(path), str(path))
 
     @model_validator(mode="after")
@@ -211,7 +214,7 @@ def existing_file(cls: type, value: Path | None, info: ValidationInfo) -> Path |
     """A file named relative to the config file, which must exist."""
     if value is None:
         return None
-    path = _base_dir(info) / value
+    path = base_dir(info) / value
     if not path.is_file():
         raise ValueError(f"file {path} does not exist")
     return path

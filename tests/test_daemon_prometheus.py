@@ -292,7 +292,7 @@ class TestIncident:
                 "blob_unknown",
                 True,
             )
-            assert image["published"]["status"] == "missing"
+            assert image["published"][0]["status"] == "missing"
             blobs = image["result"]["blobs"]
             assert sorted(blob["kind"] for blob in blobs) == ["config", "layer", "layer"]
             for blob in blobs:

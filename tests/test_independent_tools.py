@@ -200,12 +200,9 @@ def test_single_platform_image_matches_what_skopeo_reports(
         else:
             expected = {"get": size, "range": min(size, RANGE_BYTES), "head": 0}[blob_check]
             assert (blob["kind"], blob["bytes"]) == ("layer", expected)
-    assert result["published"] == {
-        "timestamp": SINGLE_CREATED,
-        "source": "config",
-        "status": "ok",
-        "detail": None,
-    }
+    assert result["published"] == [
+        {"timestamp": SINGLE_CREATED, "source": "config", "status": "ok", "detail": None}
+    ]
 
 
 def test_created_with_nanoseconds_and_offset_is_read_as_that_instant(
@@ -230,8 +227,8 @@ def test_created_with_nanoseconds_and_offset_is_read_as_that_instant(
 
     assert code == 0, results
     [result] = results
-    assert result["published"]["status"] == "ok"
-    assert _instant(result["published"]["timestamp"]) == FRACTION_INSTANT
+    assert result["published"][0]["status"] == "ok"
+    assert _instant(result["published"][0]["timestamp"]) == FRACTION_INSTANT
 
 
 def test_two_platform_index_reports_both_platforms(
@@ -266,7 +263,7 @@ def test_two_platform_index_reports_both_platforms(
     for name, (_, expected) in platforms.items():
         assert {b["digest"] for b in result["blobs"] if b["platform"] == name} == expected
     assert {(b["outcome"], b["first_outcome"]) for b in result["blobs"]} == {("ok", "ok")}
-    assert (result["published"]["timestamp"], result["published"]["status"]) == (
+    assert (result["published"][0]["timestamp"], result["published"][0]["status"]) == (
         MULTI_CREATED,
         "ok",
     )
@@ -381,7 +378,7 @@ def test_lost_layer_links_on_a_skopeo_pushed_repository(
             404,
         ), blob
         assert blob["evidence"]["code"] == "BLOB_UNKNOWN"
-    assert incident["published"]["status"] == "missing"
+    assert incident["published"][0]["status"] == "missing"
     assert (bystander["repository"], bystander["ok"], bystander["outcome"]) == (
         "bystander/app",
         True,

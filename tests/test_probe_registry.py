@@ -57,12 +57,14 @@ class TestHealthy:
         assert status == 0
         assert [r["ok"] for r in results] == [True, True, True]
         alpine = by_repository(results)["canary/alpine"]
-        assert alpine["published"] == {
-            "timestamp": "2023-05-01T12:00:00Z",
-            "source": "config",
-            "status": "ok",
-            "detail": None,
-        }
+        assert alpine["published"] == [
+            {
+                "timestamp": "2023-05-01T12:00:00Z",
+                "source": "config",
+                "status": "ok",
+                "detail": None,
+            }
+        ]
         assert len(alpine["blobs"]) == 3
         assert all(b["outcome"] == "ok" and b["hop"] == "registry" for b in alpine["blobs"])
         multi = by_repository(results)["canary/multi"]
@@ -132,7 +134,7 @@ class TestIncident:
                 404,
             )
             assert blob["evidence"]["code"] == "BLOB_UNKNOWN"
-        assert broken["published"]["status"] == "missing"
+        assert broken["published"][0]["status"] == "missing"
         for healthy in ("canary/busybox", "canary/multi", "canary/fresh"):
             assert found[healthy]["ok"], found[healthy]
 
@@ -215,7 +217,7 @@ class TestDataLoss:
         assert found["canary/alpine"]["outcome"] == "digest_mismatch"
         assert "pinned digest" in found["canary/alpine"]["manifest"]["evidence"]["detail"]
         assert found["canary/busybox"]["ok"]
-        assert found["canary/busybox"]["published"]["status"] == "mismatch"
+        assert found["canary/busybox"]["published"][0]["status"] == "mismatch"
 
 
 class TestSeed:

@@ -149,9 +149,9 @@ class TestPull:
         assert [b.digest for b in result.blobs] == image.blob_digests
         assert [b.bytes for b in result.blobs] == [len(image.config), len(LAYER_A), len(LAYER_B)]
         assert {b.platform for b in result.blobs} == {"linux/amd64"}
-        assert result.published.status is PublishedStatus.OK
-        assert result.published.timestamp is not None
-        assert result.published.timestamp.year == 2023
+        assert result.published[0].status is PublishedStatus.OK
+        assert result.published[0].timestamp is not None
+        assert result.published[0].timestamp.year == 2023
         assert result.blobs[1].request_id == f"req-{digest(LAYER_A)[7:19]}"
 
     async def test_corrupted_layer_is_digest_mismatch(
@@ -224,7 +224,7 @@ class TestPull:
         del registry.blobs[digest(LAYER_A)]
         result = await probe(base(server), blob_check="head")
         assert [b.outcome for b in result.blobs] == [Outcome.OK, Outcome.BLOB_UNKNOWN]
-        assert result.published.status is PublishedStatus.OK
+        assert result.published[0].status is PublishedStatus.OK
         methods = {r[0] for r in registry.requests if r[1].endswith(digest(LAYER_A))}
         assert methods == {"HEAD"}
 
@@ -306,13 +306,13 @@ class TestPull:
         registry.add_image("canary/app", "v1", [LAYER_A], created=None)
         result = await probe(base(server))
         assert result.ok
-        assert result.published.status is PublishedStatus.MISSING
+        assert result.published[0].status is PublishedStatus.MISSING
         registry.add_image("canary/app", "v1", [LAYER_A], created="2024-01-01T00:00:00.123456789Z")
         result = await probe(base(server), published="2023-05-01T12:00:00Z")
         assert result.ok
-        assert result.published.status is PublishedStatus.MISMATCH
-        assert result.published.timestamp is not None
-        assert result.published.timestamp.year == 2024
+        assert result.published[0].status is PublishedStatus.MISMATCH
+        assert result.published[0].timestamp is not None
+        assert result.published[0].timestamp.year == 2024
 
     async def test_timeout_is_an_outcome(self, fake: tuple[FakeRegistry, TestServer]) -> None:
         """A blob that never finishes makes the image time out, with the blob marked timeout."""
@@ -517,8 +517,8 @@ class TestPublishedOfIndex:
 
         registry.faults[amd_config] = slow
         result = await probe(base(server), published="2020-01-01T00:00:00Z")
-        assert result.published.to_dict()["timestamp"] == "2020-01-01T00:00:00Z"
-        assert result.published.status is PublishedStatus.OK
+        assert result.published[0].to_dict()["timestamp"] == "2020-01-01T00:00:00Z"
+        assert result.published[0].status is PublishedStatus.OK
 
         async def gone(request: web.Request) -> web.StreamResponse:
             return oci_error(404, "BLOB_UNKNOWN", "blob unknown")
@@ -526,4 +526,4 @@ class TestPublishedOfIndex:
         registry.faults[amd_config] = gone
         partial = await probe(base(server))
         assert partial.outcome is Outcome.BLOB_UNKNOWN
-        assert partial.published.to_dict()["timestamp"] == "2020-01-01T00:00:30Z"
+        assert partial.published[0].to_dict()["timestamp"] == "2020-01-01T00:00:30Z"

@@ -72,10 +72,12 @@ def result(
         ),
     )
     published = (
-        PublishedResult(CREATED, "config", PublishedStatus.OK)
+        (PublishedResult(CREATED, "config", PublishedStatus.OK),)
         if outcome is Outcome.OK
-        else PublishedResult(
-            None, "config", PublishedStatus.MISSING, "the config blob could not be read"
+        else (
+            PublishedResult(
+                None, "config", PublishedStatus.MISSING, "the config blob could not be read"
+            ),
         )
     )
     return ImageResult(
@@ -285,7 +287,7 @@ class TestLogSink:
                 "detail": "HTTP 404 BLOB_UNKNOWN",
             }
         ]
-        assert logs[0]["published"] == "2023-05-01T12:00:00Z"
+        assert logs[0]["published"] == {"config": "2023-05-01T12:00:00Z"}
         assert "failures" not in logs[0]
 
     def test_manifest_failures_carry_hop_and_request_id(self) -> None:

@@ -13,7 +13,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 
 from canary import __version__
-from canary.config import Alertmanager, BlobCheck, Environment
+from canary.config import Alertmanager, BlobCheck, Environment, GitLab
 from canary.registry.auth import Authenticator, pull_scope
 from canary.registry.errors import (
     RegistryError,
@@ -44,7 +44,7 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 
 
-def ssl_context(server: Environment | Alertmanager) -> ssl.SSLContext | bool:
+def ssl_context(server: Environment | Alertmanager | GitLab) -> ssl.SSLContext | bool:
     if not server.tls_verify:
         return False
     if server.ca_file is not None:

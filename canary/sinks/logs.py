@@ -43,8 +43,8 @@ class LogSink:
             "duration_seconds": round(result.duration_seconds, 4),
             "blobs": len(result.blobs),
             "bytes": sum(b.bytes for b in result.blobs),
-            "published": result.published.to_dict()["timestamp"],
-            "published_status": str(result.published.status),
+            "published": {str(p.source): p.to_dict()["timestamp"] for p in result.published},
+            "published_status": {str(p.source): str(p.status) for p in result.published},
         }
         if result.manifests and result.manifests[0].digest:
             fields["digest"] = result.manifests[0].digest

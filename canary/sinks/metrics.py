@@ -73,13 +73,13 @@ class MetricsSink:
         self._touch(key, m.image_last_probe, *key).set(now)
         if result.ok:
             self._touch(key, m.image_last_success, *key).set(now)
-        published = result.published
-        labels = (*key, published.source)
-        if published.timestamp is not None:
-            stamp = published.timestamp.timestamp()
-            self._touch(key, m.tag_published, *labels).set(stamp)
-        else:
-            with contextlib.suppress(KeyError):
-                m.tag_published.remove(*labels)
-        valid = 1 if published.status is PublishedStatus.OK else 0
-        self._touch(key, m.tag_published_valid, *labels).set(valid)
+        for published in result.published:
+            labels = (*key, published.source)
+            if published.timestamp is not None:
+                stamp = published.timestamp.timestamp()
+                self._touch(key, m.tag_published, *labels).set(stamp)
+            else:
+                with contextlib.suppress(KeyError):
+                    m.tag_published.remove(*labels)
+            valid = 1 if published.status is PublishedStatus.OK else 0
+            self._touch(key, m.tag_published_valid, *labels).set(valid)

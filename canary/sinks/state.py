@@ -72,7 +72,7 @@ class StateSink:
                     "outcome": str(result.outcome) if result else None,
                     "last_probe": _stamp(entry.last_probe),
                     "last_success": _stamp(entry.last_success),
-                    "published": result.published.to_dict() if result else None,
+                    "published": [p.to_dict() for p in result.published] if result else None,
                     "result": result.to_dict() if result else None,
                 }
             )

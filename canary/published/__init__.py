@@ -1,0 +1,1 @@
+"""Tag published dates: read from every source users see them in, and judged real or not."""
