@@ -64,14 +64,55 @@ async def _confirmed(fetch: Callable[[], Awaitable[Fetch]], delay: float) -> tup
     return first, await fetch()
 
 
+@dataclass
+class Pulled:
+    """A finished pull whose published dates may still be arriving: whoever bounds pulls (a
+    slot) lets go after the pull, not after a slow date source."""
+
+    pull: _Pull
+    dates: asyncio.Future[list[Observation]]
+    seen: FirstSeen | None
+    started_at: datetime
+    duration_seconds: float
+    stopped_by: Outcome | None
+    evidence: Evidence | None
+
+    async def result(self) -> ImageResult:
+        observations = await self.dates  # bounded by each source's timeout; never raises
+        pull, target = self.pull, self.pull.target
+        return ImageResult(
+            environment=target.environment.name,
+            repository=target.image.repository,
+            tag=target.image.tag,
+            outcome=_overall(pull, self.stopped_by),
+            manifests=tuple(pull.manifests),
+            blobs=tuple(pull.blobs.values()),
+            published=_published(pull, observations, self.seen, self.started_at),
+            started_at=self.started_at,
+            duration_seconds=self.duration_seconds,
+            evidence=self.evidence,
+        )
+
+
 async def probe_image(
     client: RegistryClient,
     target: Target,
     gitlab: GitLabClient | None = None,
     seen: FirstSeen | None = None,
 ) -> ImageResult:
-    """Pull `target` through `client` within its timeout, and read its published dates beside
-    the pull, each source within its own timeout; failures are outcomes, never raised."""
+    """Pull `target` and read its published dates; failures are outcomes, never raised."""
+    pulled = await pull_image(client, target, gitlab, seen)
+    return await pulled.result()
+
+
+async def pull_image(
+    client: RegistryClient,
+    target: Target,
+    gitlab: GitLabClient | None = None,
+    seen: FirstSeen | None = None,
+) -> Pulled:
+    """Pull `target` through `client` within its timeout, while its published dates are read
+    beside it, each source within its own timeout."""
     started_at = datetime.now(UTC)
     start = time.monotonic()
     pull = _Pull(target)
@@ -97,19 +138,7 @@ async def probe_image(
         dates.cancel()
         raise
     duration = time.monotonic() - start
-    observations = await dates  # bounded by each source's timeout; never raises
-    return ImageResult(
-        environment=target.environment.name,
-        repository=target.image.repository,
-        tag=target.image.tag,
-        outcome=_overall(pull, stopped_by),
-        manifests=tuple(pull.manifests),
-        blobs=tuple(pull.blobs.values()),
-        published=_published(pull, observations, seen, started_at),
-        started_at=started_at,
-        duration_seconds=duration,
-        evidence=evidence,
-    )
+    return Pulled(pull, dates, seen, started_at, duration, stopped_by, evidence)
 
 
 def _time_out(pull: _Pull, evidence: Evidence) -> None:
@@ -406,7 +435,8 @@ async def probe_catalog(
         name = target.environment.name
         # Images wait for a slot before their timeout starts, so a queue is not a timeout.
         async with slots[name]:
-            result = await probe_image(clients[name], target, gitlabs.get(name), seen)
+            pulled = await pull_image(clients[name], target, gitlabs.get(name), seen)
+        result = await pulled.result()
         if on_result is not None:
             on_result(result)
         return result

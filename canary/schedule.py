@@ -15,7 +15,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from canary.config import Config, Environment, Target
 from canary.metrics import Metrics
-from canary.probe import probe_image
+from canary.probe import pull_image
 from canary.published.gitlab import GitLabClient
 from canary.published.seen import FirstSeen
 from canary.registry.client import RegistryClient
@@ -164,9 +164,11 @@ class ProbeScheduler:
                 # In flight only once it has a slot: shutdown waits for pulls, not for the queue.
                 if task is not None:
                     self._running[key] = task
-                result = await probe_image(
+                pulled = await pull_image(
                     environment.client, target, environment.gitlab, self._seen
                 )
+            # Outside the slot: a slow date source must not hold up other pulls.
+            result = await pulled.result()
             if self._targets.get(key) is not target:
                 return  # reloaded while in flight: the new definition reports from now on
             for sink in self._sinks:

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from canary.config import PublishedSource
+from canary.probe import probe_catalog
 from canary.published.gitlab import candidate_projects
 from canary.published.judge import Context, Observation, judge
 from canary.published.seen import FirstSeen
 from canary.results import PublishedStatus
+from tests.conftest import to_config
+from tests.fake_registry import FakeRegistry
 
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
 BUILT = datetime(2023, 5, 1, 12, tzinfo=UTC)
@@ -171,3 +177,60 @@ class TestFirstSeen:
             ("state_file_unreadable", {"path": str(path), "error": "JSONDecodeError"})
         ]
         assert json.loads(path.read_text())["tags"][0]["digest"] == "sha256:a"
+
+
+class TestSlots:
+    async def test_a_stalled_gitlab_does_not_hold_the_pull_slot(self) -> None:
+        """With one slot, the second image is pulled while the first one's GitLab read still
+        hangs: the slot bounds pulls, not date sources."""
+        registry = FakeRegistry()
+        for repository in ("canary/a", "canary/b"):
+            registry.add_image(repository, "v1", [b"layer"])
+        release = asyncio.Event()
+        asked: list[str] = []
+
+        async def hang(request: web.Request) -> web.Response:
+            asked.append(request.path)
+            await release.wait()
+            return web.json_response([])
+
+        gitlab = web.Application()
+        gitlab.router.add_get("/{tail:.*}", hang)
+        async with (
+            TestServer(registry.app(), host="127.0.0.1") as registry_server,
+            TestServer(gitlab, host="127.0.0.1") as gitlab_server,
+        ):
+            document = {
+                "defaults": {"timeout": "5s"},
+                "environments": [
+                    {
+                        "name": "local",
+                        "url": f"http://127.0.0.1:{registry_server.port}",
+                        "concurrency": 1,
+                        "published_sources": ["config", "gitlab_api"],
+                        "gitlab": {
+                            "url": f"http://127.0.0.1:{gitlab_server.port}",
+                            "token_env": "TOKEN",
+                            "timeout": "30s",
+                        },
+                    }
+                ],
+                "images": [{"repository": r, "tag": "v1"} for r in ("canary/a", "canary/b")],
+            }
+            config = to_config(document, environ={"TOKEN": "t"})
+            probing = asyncio.ensure_future(probe_catalog(config))
+
+            def both_pulled() -> bool:
+                manifests = [path for method, path, _ in registry.requests if "/manifests/" in path]
+                return len(manifests) == 2
+
+            for _ in range(500):  # bounded: 10 s at most
+                if both_pulled():
+                    break
+                await asyncio.sleep(0.02)
+            assert both_pulled(), registry.requests
+            assert not probing.done()  # both pulls ran while GitLab still hangs
+            release.set()
+            results = await probing
+        assert [r.ok for r in results] == [True, True]
+        assert [r.published[1].status for r in results] == ["missing", "missing"]
