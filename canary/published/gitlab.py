@@ -137,6 +137,8 @@ class GitLabClient:
                     raise _Failed(f"GitLab answered HTTP {status}")
                 body = await response.content.read(MAX_BODY_BYTES + 1)
                 headers = response.headers
+        except TimeoutError:
+            raise _Failed(f"no answer within {self.settings.timeout:g}s") from None
         except aiohttp.ClientError as exc:
             raise _Failed(f"cannot reach GitLab: {type(exc).__name__}") from None
         if len(body) > MAX_BODY_BYTES:

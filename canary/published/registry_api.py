@@ -38,6 +38,8 @@ async def published_at(client: RegistryClient, repository: str, tag: str) -> Obs
                 scope=pull_scope(repository),
                 subject="other",
                 headers={"Accept": "application/json"},
+                # Not a pull's request: a slow tag list must never take a pull's slot.
+                limited=False,
             ) as response:
                 status = response.raw.status
                 if status != 200:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -173,14 +174,17 @@ class RegistryClient:
         subject: Subject,
         headers: dict[str, str] | None = None,
         data: bytes | None = None,
+        limited: bool = True,
     ) -> AsyncIterator[_Response]:
         """Send a request to the registry, answering one 401 and following redirects.
 
         `path` is under the registry's origin, or an absolute URL the registry handed out.
+        Unless `limited` is false (requests that are not part of a pull), it takes one of the
+        environment's `concurrency` request slots.
 
         Failures before the response is in hand raise RegistryError; the caller reads the body.
         """
-        async with self._limit:
+        async with self._limit if limited else contextlib.nullcontext():
             await self._ping()
             for attempt in (1, 2):
                 authorization = await self._auth.header(scope)

@@ -48,6 +48,17 @@ class MetricsSink:
             self._touch(key, m.image_pull_failures, *key)
         for target in targets:
             self._touch(target.key, m.image_probe_interval, *target.key).set(target.interval)
+            self._drop_sources(target)
+
+    def _drop_sources(self, target: Target) -> None:
+        """Forget the date series of sources a reload removed from the environment."""
+        sources = set(target.environment.published_sources)
+        dated = (self.metrics.tag_published, self.metrics.tag_published_valid)
+        series = self._series[target.key]
+        for metric, labels in [s for s in series if s[0] in dated and s[1][3] not in sources]:
+            series.discard((metric, labels))
+            with contextlib.suppress(KeyError):
+                metric.remove(*labels)
 
     def consume(self, result: ImageResult) -> None:
         key = (result.environment, result.repository, result.tag)
