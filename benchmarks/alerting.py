@@ -17,7 +17,6 @@ it exits 1 only when something fails.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import subprocess
@@ -30,7 +29,7 @@ from typing import Any
 
 import aiohttp
 import structlog
-from common import BenchError, run_benchmark, verdict
+from common import BenchError, images_main, verdict
 from prometheus_client import CollectorRegistry
 
 from canary.alertmanager import Notifier
@@ -258,12 +257,12 @@ def posting(images: int, work: Path) -> dict[str, Any]:
         process.wait(timeout=30)
 
 
-def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def bench(images: int, work: Path) -> dict[str, Any]:
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(40)
     )  # errors only: the benchmark's output is its report
-    figures = in_process(args.images)
-    figures.update(posting(args.images, work))
+    figures = in_process(images)
+    figures.update(posting(images, work))
     return figures
 
 
@@ -290,19 +289,8 @@ def report(f: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--images", type=int, default=IMAGES, help=f"default {IMAGES}")
-    parser.add_argument("--output", type=Path, default=OUTPUT, help=f"default {OUTPUT}")
-    args = parser.parse_args()
-    if args.images < 1:
-        print("--images must be at least 1", file=sys.stderr)
-        return 2
-    return run_benchmark(
-        (ALERTMANAGER,),
-        "canary-bench-alerting-",
-        args.output,
-        lambda work: bench(args, work),
-        report,
+    return images_main(
+        __doc__, IMAGES, OUTPUT, (ALERTMANAGER,), "canary-bench-alerting-", bench, report
     )
 
 

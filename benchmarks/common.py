@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import select
@@ -285,3 +286,23 @@ def run_benchmark(
     output.write_text(json.dumps(figures, indent=2) + "\n")
     print(f"\nfigures written to {output}")
     return 1 if failed(figures) else 0
+
+
+def images_main(
+    doc: str | None,
+    images: int,
+    output: Path,
+    tools: Sequence[str],
+    prefix: str,
+    bench: Callable[[int, Path], dict[str, Any]],
+    report: Callable[[dict[str, Any]], str],
+) -> int:
+    """The command line of a benchmark sized by --images: parse, check, run, report."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--images", type=int, default=images, help=f"default {images}")
+    parser.add_argument("--output", type=Path, default=output, help=f"default {output}")
+    args = parser.parse_args()
+    if args.images < 1:
+        print("--images must be at least 1", file=sys.stderr)
+        return 2
+    return run_benchmark(tools, prefix, args.output, lambda work: bench(args.images, work), report)

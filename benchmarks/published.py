@@ -15,7 +15,6 @@ Each is the best of 3 rounds of process CPU time (time.process_time), alternatin
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import socket
 import subprocess
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import BenchError, run_benchmark, seed_entries, verdict
+from common import BenchError, images_main, seed_entries, verdict
 
 from canary.config import Target, parse_config
 from canary.probe import probe_image
@@ -118,9 +117,9 @@ async def measure(
     }
 
 
-def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def bench(images: int, work: Path) -> dict[str, Any]:
     with start_registry(work / "registry") as registry:
-        repositories = [f"team/image-{i:04d}" for i in range(args.images)]
+        repositories = [f"team/image-{i:04d}" for i in range(images)]
         seeded = seed_entries(registry.url, work / "seed", repositories, 1, "1KiB", processes=2)
         port = free_port()
         stub = subprocess.Popen(
@@ -165,19 +164,8 @@ def report(f: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--images", type=int, default=IMAGES, help=f"default {IMAGES}")
-    parser.add_argument("--output", type=Path, default=OUTPUT, help=f"default {OUTPUT}")
-    args = parser.parse_args()
-    if args.images < 1:
-        print("--images must be at least 1", file=sys.stderr)
-        return 2
-    return run_benchmark(
-        ("docker-registry",),
-        "canary-bench-published-",
-        args.output,
-        lambda work: bench(args, work),
-        report,
+    return images_main(
+        __doc__, IMAGES, OUTPUT, ("docker-registry",), "canary-bench-published-", bench, report
     )
 
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import yaml
 from pydantic import (
@@ -106,16 +106,10 @@ class PublishedSource(StrEnum):
 
 
 def _gitlab_url(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError("url is a string such as https://gitlab.example.com")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{value!r} is not an http(s) URL such as https://gitlab.example.com")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError("credentials may not be written in the URL; use token_env or token_file")
+    parts = _http_url(value, "https://gitlab.example.com", "token_env or token_file")
     if parts.query or parts.fragment:
         raise ValueError(f"{value!r}: give GitLab's base URL, without a query")
-    return value.rstrip("/")
+    return str(value).rstrip("/")
 
 
 class GitLab(Model):
@@ -165,20 +159,27 @@ def _sources(value: object) -> object:
     raise ValueError("published_sources is a list such as [config, gitlab_api]")
 
 
-def _registry_url(value: object) -> str:
+def _http_url(value: object, example: str, credentials: str) -> SplitResult:
+    """An http(s) URL with a host and a valid port, without credentials (`credentials` says
+    where they go instead)."""
     if not isinstance(value, str):
-        raise ValueError("url is a string such as https://registry.example.com")
+        raise ValueError(f"url is a string such as {example}")
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{value!r} is not an http(s) URL such as https://registry.example.com")
+        raise ValueError(f"{value!r} is not an http(s) URL such as {example}")
     if parts.username is not None or parts.password is not None:
-        raise ValueError("credentials may not be written in the URL; use auth")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError("url is the registry's origin only, without a path (the /v2/ is implied)")
+        raise ValueError(f"credentials may not be written in the URL; use {credentials}")
     try:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
         raise ValueError(f"{value!r} has an invalid port") from None
+    return parts
+
+
+def _registry_url(value: object) -> str:
+    parts = _http_url(value, "https://registry.example.com", "auth")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("url is the registry's origin only, without a path (the /v2/ is implied)")
     return f"{parts.scheme}://{parts.netloc}"
 
 
@@ -327,14 +328,10 @@ def _alertmanager_urls(value: object) -> object:
         raise ValueError("url is an Alertmanager URL, or a list of them (one per HA replica)")
     cleaned = []
     for url in urls:
-        parts = urlsplit(url) if isinstance(url, str) else None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{url!r} is not an http(s) URL such as http://alertmanager:9093")
-        if parts.username is not None or parts.password is not None:
-            raise ValueError("credentials may not be written in the URL; use auth")
+        parts = _http_url(url, "http://alertmanager:9093", "auth")
         if parts.query or parts.fragment:
             raise ValueError(f"{url!r}: give the Alertmanager's base URL, without a query")
-        cleaned.append(url.rstrip("/"))
+        cleaned.append(str(url).rstrip("/"))
     if len(set(cleaned)) != len(cleaned):
         raise ValueError("an Alertmanager URL is listed more than once")
     return tuple(cleaned)
