@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEBIAN_PACKAGES := docker-registry skopeo umoci apache2-utils curl ca-certificates time openssl \
+	chromium \
 	prometheus prometheus-alertmanager
 SOURCES := canary tests benchmarks
 

@@ -1,4 +1,5 @@
-"""The daemon's own HTTP server: /metrics, /healthz, /readyz and /status, all read-only."""
+"""The daemon's own HTTP server: the status page, /metrics, /healthz, /readyz and /status, all
+read-only."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from canary.statuspage import CSP, render
 
 # No endpoint takes a body; anything larger than a request line and headers is refused.
 MAX_REQUEST_BYTES = 16 * 1024
@@ -45,11 +48,24 @@ def make_app(
     async def status_json(request: web.Request) -> web.Response:
         return _json(status())
 
+    async def status_page(request: web.Request) -> web.Response:
+        return web.Response(
+            text=render(status()),
+            content_type="text/html",
+            headers={
+                "Cache-Control": "no-store",
+                "Content-Security-Policy": CSP,
+                "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer",
+            },
+        )
+
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/status", status_json)
+    app.router.add_get("/", status_page)
     return app
 
 
