@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from canary.testbed import LocalRegistry, TokenAuth, start_registry
 from tests.conftest import catalog, probe_json, run_cli, seed_images, write_config
+from tests.daemon_fixtures import DaemonFactory, eventually
 from tests.token_issuer import TokenIssuer, TokenRequest
 
 pytestmark = pytest.mark.registry
@@ -313,3 +315,35 @@ class TestBearerTokenAuth:
             done,
             [PASSWORD, WRONG_PASSWORD, basic_credentials(password), *tokens, *signatures],
         )
+
+
+@pytest.mark.parametrize("password", [PASSWORD, WRONG_PASSWORD], ids=["right", "wrong"])
+def test_the_daemon_shows_no_secret_anywhere(
+    basic_seeded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, password: str
+) -> None:
+    """The status page, /status, /metrics and the log lines of a daemon pulling with Basic
+    credentials (right or wrong) never contain the password or the encoded credentials."""
+    monkeypatch.setenv(PASSWORD_ENV, password)
+    document = yaml.safe_load(basic_seeded.read_text())
+    document["defaults"] = {**document.get("defaults", {}), "interval": "1s"}
+    factory = DaemonFactory(tmp_path / "daemon")
+    (tmp_path / "daemon").mkdir()
+    try:
+        daemon = factory.start("canary", document)
+
+        def pulled() -> None:
+            _, state = daemon.get_json("/status")
+            assert all(image["ok"] is not None for image in state["images"]), state
+
+        eventually(pulled, timeout=30)
+        outputs = [daemon.get(path)[1].decode() for path in ("/", "/status", "/metrics")]
+    finally:
+        factory.stop_all()
+    outputs.append(daemon.stdout.read_text() + daemon.stderr.read_text())
+    expected = "verified" if password == PASSWORD else "unauthorized"
+    assert expected in outputs[0]  # the page is there for its silence to mean anything
+    for output in outputs:
+        assert "team/app" in output
+        for secret in (PASSWORD, WRONG_PASSWORD, basic_credentials(PASSWORD)):
+            assert secret not in output
+        assert basic_credentials(password) not in output
