@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEBIAN_PACKAGES := docker-registry skopeo umoci apache2-utils curl ca-certificates time openssl \
 	chromium \
 	prometheus prometheus-alertmanager
-SOURCES := canary tests benchmarks
+SOURCES := canary tests benchmarks dashboards
 
 .PHONY: test demo bench lint typecheck unit sysdeps venv lock clean
 
