@@ -39,7 +39,7 @@ demo: sysdeps venv
 	$(BIN)/python -m canary.demo
 
 bench: sysdeps venv
-	$(BIN)/python benchmarks/pull.py && $(BIN)/python benchmarks/daemon.py && $(BIN)/python benchmarks/alerting.py && $(BIN)/python benchmarks/published.py
+	$(BIN)/python benchmarks/pull.py && $(BIN)/python benchmarks/daemon.py && $(BIN)/python benchmarks/alerting.py && $(BIN)/python benchmarks/published.py && $(BIN)/python benchmarks/statuspage.py
 
 # Refresh the lock after changing dependencies in pyproject.toml.
 lock: venv
