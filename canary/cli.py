@@ -1,10 +1,13 @@
-"""The `registry-canary` commands: run, probe, check-config, seed."""
+"""The `registry-canary` commands: run, probe, check-config, seed, healthcheck."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import socket
 import sys
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from canary.process import tune_allocator
 from canary.registry.client import RegistryClient
 from canary.report import Progress, render_json, render_text
 from canary.seed import SeedReport, parse_size, render_pins, seed
+from canary.shard import parse_shard
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -43,13 +47,36 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("--format", choices=("text", "json"), default="text")
 
     run = commands.add_parser("run", help="probe the catalog forever and serve metrics")
-    run.add_argument("--config", required=True, help="catalog file (YAML)")
+    run.add_argument(
+        "--config",
+        default=os.environ.get("CANARY_CONFIG"),
+        help="catalog file (YAML); default $CANARY_CONFIG",
+    )
     run.add_argument(
         "--listen",
         metavar="HOST:PORT",
-        help="serve /metrics, /healthz, /readyz, /status here (default from config)",
+        default=os.environ.get("CANARY_LISTEN"),
+        help="serve /, /metrics, /healthz, /readyz, /status here "
+        "(default $CANARY_LISTEN, else from the config)",
     )
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    run.add_argument(
+        "--shard",
+        metavar="INDEX/COUNT",
+        default=os.environ.get("CANARY_SHARD"),
+        help="probe only this shard of the catalog, such as 0/3, or ordinal/3 to take the index "
+        "from a StatefulSet pod's hostname (default $CANARY_SHARD; all)",
+    )
+
+    health = commands.add_parser(
+        "healthcheck", help="exit 0 if a running daemon answers /healthz (for container checks)"
+    )
+    health.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        default=os.environ.get("CANARY_LISTEN") or "127.0.0.1:9321",
+        help="where the daemon listens (default $CANARY_LISTEN, else 127.0.0.1:9321)",
+    )
 
     check = commands.add_parser("check-config", help="validate a catalog file; exit 2 if invalid")
     check.add_argument("file")
@@ -100,14 +127,42 @@ def _run(args: argparse.Namespace) -> int:
     from canary.config import Daemon as DaemonSettings
     from canary.daemon import Daemon
 
+    if not args.config:
+        raise _UsageError("--config is required (or set CANARY_CONFIG)")
+    shard = None
+    if args.shard:
+        try:
+            shard = parse_shard(args.shard, socket.gethostname())
+        except ValueError as exc:
+            raise _UsageError(f"--shard: {exc}") from None
     config = load_config(args.config)
     if args.listen is not None:
         try:
             DaemonSettings(listen=args.listen)
         except ValueError as exc:
             raise _UsageError(f"--listen: {args.listen!r} is not HOST:PORT") from exc
-    daemon = Daemon(Path(args.config), config, listen=args.listen, log_level=args.log_level)
+    daemon = Daemon(
+        Path(args.config), config, listen=args.listen, log_level=args.log_level, shard=shard
+    )
     return asyncio.run(daemon.run())
+
+
+def _healthcheck(args: argparse.Namespace) -> int:
+    host, _, port = args.listen.rpartition(":")
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - listening on all: ask on loopback
+        host = "127.0.0.1" if host != "::" else "::1"
+    if not port.isdigit():
+        raise _UsageError(f"--listen: {args.listen!r} is not HOST:PORT")
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            healthy = response.status == 200
+    except (OSError, ValueError) as exc:
+        print(f"unhealthy: {url}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{'healthy' if healthy else 'unhealthy'}: {url}")
+    return EXIT_OK if healthy else EXIT_FAILED
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -146,7 +201,13 @@ def _seed(args: argparse.Namespace) -> int:
     return EXIT_FAILED if refused else EXIT_OK
 
 
-_COMMANDS = {"run": _run, "probe": _probe, "check-config": _check_config, "seed": _seed}
+_COMMANDS = {
+    "run": _run,
+    "probe": _probe,
+    "check-config": _check_config,
+    "seed": _seed,
+    "healthcheck": _healthcheck,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from canary.logconfig import configure_logging, get_logger
 from canary.metrics import Metrics
 from canary.published.seen import FirstSeen
 from canary.schedule import ProbeScheduler
+from canary.shard import Shard
 from canary.sinks import Sink
 from canary.sinks.alerts import AlertSink
 from canary.sinks.logs import LogSink
@@ -27,11 +28,13 @@ from canary.sinks.state import StateSink
 from canary.web import make_app, serve
 
 
-def _catalog_size(config: Config) -> dict[str, int]:
+def _catalog_size(config: Config, shard: Shard | None) -> dict[str, Any]:
+    owned = [t for t in config.targets() if shard is None or shard.owns(t.key)]
     return {
         "environments": len(config.environments),
         "images": len(config.images),
-        "probes_per_round": sum(1 for _ in config.targets()),
+        "probes_per_round": len(owned),
+        "shard": str(shard) if shard else None,
     }
 
 
@@ -45,7 +48,9 @@ class Daemon:
         listen: str | None = None,
         log_level: str | None = None,
         registry: CollectorRegistry | None = None,
+        shard: Shard | None = None,
     ) -> None:
+        self.shard = shard
         self.config_path = config_path
         self.config = config
         self.listen = listen or config.daemon.listen
@@ -83,7 +88,9 @@ class Daemon:
         self._prober.apply(config)
         self._configure_alerting(config)
         self._loaded()
-        self.log.info("config_reloaded", path=str(self.config_path), **_catalog_size(config))
+        self.log.info(
+            "config_reloaded", path=str(self.config_path), **_catalog_size(config, self.shard)
+        )
         return True
 
     def _configure_alerting(self, config: Config) -> None:
@@ -128,6 +135,7 @@ class Daemon:
             "version": __version__,
             "started_at": self.started_at.isoformat().replace("+00:00", "Z"),
             "ready": self.state.ready,
+            "shard": str(self.shard) if self.shard else None,
             "environments": [{"name": n, "ready": r} for n, r in environments.items()],
             "images": images,
             "alerts": {
@@ -143,7 +151,9 @@ class Daemon:
         loop = asyncio.get_running_loop()
         self._scheduler = AsyncIOScheduler(timezone=UTC, event_loop=loop)
         sinks: list[Sink] = [MetricsSink(self.metrics), self.state, LogSink(self.log), self.alerts]
-        self._prober = ProbeScheduler(self._scheduler, sinks, self.metrics, self.log, self.seen)
+        self._prober = ProbeScheduler(
+            self._scheduler, sinks, self.metrics, self.log, self.seen, self.shard
+        )
         self._prober.apply(self.config)
         self._configure_alerting(self.config)
         self._loaded()
@@ -166,7 +176,7 @@ class Daemon:
             version=__version__,
             listen=f"{host}:{self.port}",
             config=str(self.config_path),
-            **_catalog_size(self.config),
+            **_catalog_size(self.config, self.shard),
         )
         try:
             await self._stop.wait()

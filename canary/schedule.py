@@ -19,6 +19,7 @@ from canary.probe import pull_image
 from canary.published.gitlab import GitLabClient
 from canary.published.seen import FirstSeen
 from canary.registry.client import RegistryClient
+from canary.shard import Shard
 from canary.sinks import Sink
 
 Key = tuple[str, str, str]
@@ -67,9 +68,11 @@ class ProbeScheduler:
         metrics: Metrics,
         log: Any,
         seen: FirstSeen | None = None,
+        shard: Shard | None = None,
     ) -> None:
         self._scheduler = scheduler
         self._seen = seen
+        self._shard = shard
         self._sinks = sinks
         self._metrics = metrics
         self._log = log
@@ -103,7 +106,8 @@ class ProbeScheduler:
         for name in [n for n in self._environments if n not in names]:
             self._retire(self._environments.pop(name))
 
-        targets = {target.key: target for target in config.targets()}
+        shard = self._shard
+        targets = {t.key: t for t in config.targets() if shard is None or shard.owns(t.key)}
         for key in [k for k in self._targets if k not in targets]:
             with contextlib.suppress(Exception):
                 self._scheduler.remove_job(job_id(key))

@@ -17,7 +17,7 @@ MAX_REQUEST_BYTES = 16 * 1024
 
 
 def _json(document: Any, status: int = 200) -> web.Response:
-    # Compact: the C encoder is 5× faster than an indented dump, and the loop waits for it.
+    # Compact: the C encoder is 5 times faster than an indented dump, and the loop waits for it.
     return web.Response(
         text=json.dumps(document),
         status=status,
