@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEBIAN_PACKAGES := docker-registry skopeo umoci apache2-utils curl ca-certificates time openssl \
 	chromium \
 	prometheus prometheus-alertmanager
-SOURCES := canary tests benchmarks dashboards
+SOURCES := canary tests benchmarks dashboards deploy
 
 .PHONY: test demo bench lint typecheck unit sysdeps venv lock clean
 
@@ -25,6 +25,7 @@ venv: $(BIN)/.installed
 lint: venv
 	$(BIN)/ruff check $(SOURCES)
 	$(BIN)/ruff format --check $(SOURCES)
+	$(BIN)/hadolint --no-color Dockerfile
 
 typecheck: venv
 	$(BIN)/mypy
