@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -43,10 +44,11 @@ class LocalRegistry:
     port: int
     process: subprocess.Popen[bytes]
     log: Path
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def storage(self) -> Path:
@@ -90,8 +92,10 @@ def registry_config(
     htpasswd: Path | None = None,
     token: TokenAuth | None = None,
     redirect_to: str | None = None,
+    tls: tuple[Path, Path] | None = None,
 ) -> dict[str, Any]:
-    """A registry config with no blob descriptor cache, which could mask missing links."""
+    """A registry config with no blob descriptor cache, which could mask missing links; `tls`
+    is (certificate, key) in PEM to serve HTTPS."""
     config: dict[str, Any] = {
         "version": 0.1,
         "log": {"level": "warn", "accesslog": {"disabled": True}},
@@ -113,6 +117,8 @@ def registry_config(
                 "rootcertbundle": str(token.certificate),
             }
         }
+    if tls is not None:
+        config["http"]["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
     if redirect_to is not None:
         config["middleware"] = {
             "storage": [{"name": "redirect", "options": {"baseurl": redirect_to}}]
@@ -138,7 +144,8 @@ def start_registry(root: Path, **options: Any) -> LocalRegistry:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        registry = LocalRegistry(root=root, port=port, process=process, log=log)
+        scheme = "https" if options.get("tls") else "http"
+        registry = LocalRegistry(root=root, port=port, process=process, log=log, scheme=scheme)
         if _wait_ready(registry):
             return registry
         registry.stop()
@@ -147,11 +154,17 @@ def start_registry(root: Path, **options: Any) -> LocalRegistry:
 
 def _wait_ready(registry: LocalRegistry) -> bool:
     deadline = time.monotonic() + START_SECONDS
+    # Only "does it answer": a test CA's certificate need not be trusted for that.
+    unverified = ssl.create_default_context()
+    unverified.check_hostname = False
+    unverified.verify_mode = ssl.CERT_NONE
     while time.monotonic() < deadline:
         if registry.process.poll() is not None:
             return False  # most likely the port was taken between choosing and binding
         try:
-            with urllib.request.urlopen(f"{registry.url}/v2/", timeout=1):  # noqa: S310 - loopback
+            with urllib.request.urlopen(  # noqa: S310 - loopback
+                f"{registry.url}/v2/", timeout=1, context=unverified
+            ):
                 return True
         except urllib.error.HTTPError:
             return True  # 401 from an auth-enabled registry is an answer too
