@@ -87,6 +87,7 @@ class Daemon:
             configure_logging(config.daemon.log_level)
         self._prober.apply(config)
         self._configure_alerting(config)
+        self._warn_insecure(config)
         self._loaded()
         self.log.info(
             "config_reloaded", path=str(self.config_path), **_catalog_size(config, self.shard)
@@ -115,6 +116,17 @@ class Daemon:
         self._notifier = current
         self.alerts.configure(current, alerting.external_labels)
 
+    def _warn_insecure(self, config: Config) -> None:
+        """Certificate checks turned off are worth a line at every (re)load: they hide a MITM."""
+        for env in config.environments:
+            if not env.tls_verify:
+                self.log.warning("tls_verify_disabled", environment=env.name, server="registry")
+            if env.gitlab is not None and not env.gitlab.tls_verify:
+                self.log.warning("tls_verify_disabled", environment=env.name, server="gitlab")
+        alertmanager = config.alerting.alertmanager
+        if alertmanager is not None and not alertmanager.tls_verify:
+            self.log.warning("tls_verify_disabled", server="alertmanager")
+
     def _loaded(self) -> None:
         self.metrics.config_reload_ok.set(1)
         self.metrics.config_reload_time.set(time.time())
@@ -136,7 +148,10 @@ class Daemon:
             "started_at": self.started_at.isoformat().replace("+00:00", "Z"),
             "ready": self.state.ready,
             "shard": str(self.shard) if self.shard else None,
-            "environments": [{"name": n, "ready": r} for n, r in environments.items()],
+            "environments": [
+                {"name": n, "ready": r, "backoff_until": _backoff(prober, n)}
+                for n, r in environments.items()
+            ],
             "images": images,
             "alerts": {
                 "alertmanagers": len(self._notifier.config.url) if self._notifier else 0,
@@ -165,6 +180,7 @@ class Daemon:
             self.state.environments,
             self.status,
         )
+        self._warn_insecure(self.config)
         runner = await serve(app, host, port)
         self.port = _bound_port(runner) or port
         self._scheduler.start()
@@ -200,6 +216,11 @@ class Daemon:
             await asyncio.gather(*self._closing, return_exceptions=True)
             self.log.info("stopped", cancelled=cancelled)
         return 0
+
+
+def _backoff(prober: ProbeScheduler | None, environment: str) -> str | None:
+    until = prober.backoff_until(environment) if prober else None
+    return until.isoformat().replace("+00:00", "Z") if until else None
 
 
 def _bound_port(runner: Any) -> int | None:

@@ -113,7 +113,8 @@ class Metrics:
         )
         self.probes_skipped = Counter(
             PREFIX + "probes_skipped",
-            "Scheduled pulls not started, by reason (overlap: the previous one still ran).",
+            "Scheduled pulls not started, by reason (overlap: the previous one still ran; "
+            "rate_limited: the registry's Retry-After had not passed).",
             ["environment", "reason"],
             registry=registry,
         )
@@ -126,6 +127,12 @@ class Metrics:
         self.alerts_firing = Gauge(
             PREFIX + "alerts_firing",
             "Alerts the daemon itself currently reports as firing to Alertmanager.",
+            registry=registry,
+        )
+        self.environment_backoff_until = Gauge(
+            PREFIX + "environment_backoff_until_timestamp_seconds",
+            "Until when the registry asked for no requests (429 Retry-After); 0 when it did not.",
+            ["environment"],
             registry=registry,
         )
         self.config_reload_ok = Gauge(

@@ -19,6 +19,7 @@ from canary.probe import pull_image
 from canary.published.gitlab import GitLabClient
 from canary.published.seen import FirstSeen
 from canary.registry.client import RegistryClient
+from canary.results import Outcome
 from canary.shard import Shard
 from canary.sinks import Sink
 
@@ -87,6 +88,13 @@ class ProbeScheduler:
 
     def suspect(self, key: Key) -> bool:
         return key in self._suspect
+
+    def backoff_until(self, environment: str) -> datetime | None:
+        """Until when `environment`'s registry asked to be left alone, if it did and still is."""
+        env = self._environments.get(environment)
+        if env is None or env.client.backoff_remaining() <= 0:
+            return None
+        return datetime.fromtimestamp(env.client.backoff_until, UTC)
 
     def next_run(self, key: Key) -> datetime | None:
         job = self._scheduler.get_job(job_id(key))
@@ -159,6 +167,11 @@ class ProbeScheduler:
         environment = self._environments.get(key[0])
         if target is None or environment is None:
             return
+        if environment.client.backoff_remaining() > 0:
+            # The registry said when to come back (429 Retry-After); asking sooner is abuse.
+            self._metrics.probes_skipped.labels(key[0], "rate_limited").inc()
+            self._log.debug("probe_skipped", job=job_id(key), reason="rate_limited")
+            return
         task = asyncio.current_task()
         environment.users += 1
         try:
@@ -173,6 +186,8 @@ class ProbeScheduler:
                 )
             # Outside the slot: a slow date source must not hold up other pulls.
             result = await pulled.result()
+            backoff = environment.client.backoff_until
+            self._metrics.environment_backoff_until.labels(key[0]).set(backoff)
             if self._targets.get(key) is not target:
                 return  # reloaded while in flight: the new definition reports from now on
             for sink in self._sinks:
@@ -180,7 +195,9 @@ class ProbeScheduler:
                     sink.consume(result)
                 except Exception:
                     self._log.exception("sink_failed", sink=type(sink).__name__, job=job_id(key))
-            self._set_cadence(target, failing=not result.ok)
+            # Rate limited is not failing: pulling more often would only make it worse.
+            failing = not result.ok and result.outcome is not Outcome.TOOMANYREQUESTS
+            self._set_cadence(target, failing=failing)
         except asyncio.CancelledError:
             # Only shutdown cancels a pull (after its grace period); the scheduler must not see it.
             if key in self._running:

@@ -134,6 +134,12 @@ def _header(
         f"started {_when(status.get('started_at'), now)}",
         "ready" if status.get("ready") else "not ready: a first round is still running",
     ]
+    for environment in status.get("environments", []):
+        if environment.get("backoff_until"):
+            meta.append(
+                f"{escape(environment['name'])} asked for no requests until "
+                f"{escape(environment['backoff_until'])} (429 Retry-After)"
+            )
     if alerts.get("alertmanagers"):
         meta.append(f"{len(firing)} alert(s) firing to {alerts['alertmanagers']} Alertmanager(s)")
     return (

@@ -188,6 +188,13 @@ class TestRender:
         assert "a zero date" in section
         assert "all 1 image pulls verified" in page
 
+    def test_a_rate_limited_environment_says_until_when(self) -> None:
+        """An environment backing off after a 429 says so at the top of the page."""
+        document = status(image("canary/alpine"))
+        document["environments"][0]["backoff_until"] = "2026-11-28T12:02:00Z"
+        page = render(document, NOW)
+        assert "prod asked for no requests until 2026-11-28T12:02:00Z (429 Retry-After)" in page
+
     def test_nothing_probed_yet_says_so(self) -> None:
         """Before the first pull finishes the page says so rather than showing green."""
         page = render(status(image("canary/alpine", ok=None, outcome=None)), NOW)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import ssl
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -51,6 +53,31 @@ def ssl_context(server: Environment | Alertmanager | GitLab) -> ssl.SSLContext |
     if server.ca_file is not None:
         return ssl.create_default_context(cafile=str(server.ca_file))
     return True
+
+
+# Without a usable Retry-After a 429 still means "slow down"; a huge one is capped, so a
+# misconfigured registry cannot silence the canary for days.
+DEFAULT_RETRY_AFTER = 30.0
+MAX_RETRY_AFTER = 600.0
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    now = time.time() if now is None else now
+    if not value:
+        return DEFAULT_RETRY_AFTER
+    text = value.strip()
+    if text.isdigit():
+        seconds = float(text)
+    else:
+        try:
+            moment = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            return DEFAULT_RETRY_AFTER
+        if moment.tzinfo is None:
+            return DEFAULT_RETRY_AFTER
+        seconds = moment.timestamp() - now
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
 def origin(url: str) -> tuple[str, str, int | None]:
@@ -119,6 +146,16 @@ class RegistryClient:
         self._auth = Authenticator(self._session, self.base_url, environment.credentials())
         self._limit = asyncio.Semaphore(environment.concurrency)
         self._ping_lock = asyncio.Lock()
+        # Wall-clock time until which the registry asked for no requests (429 Retry-After).
+        self.backoff_until = 0.0
+
+    def _rate_limited(self, retry_after: str | None) -> None:
+        wait = parse_retry_after(retry_after)
+        self.backoff_until = max(self.backoff_until, time.time() + wait)
+
+    def backoff_remaining(self) -> float:
+        """Seconds the registry asked to be left alone for (429 Retry-After); 0 when none."""
+        return max(0.0, self.backoff_until - time.time())
 
     async def __aenter__(self) -> RegistryClient:
         return self
@@ -202,6 +239,8 @@ class RegistryClient:
                     response.raw.release()
                     self._auth.forget(scope)
                     continue
+                if response.raw.status == 429:
+                    self._rate_limited(response.raw.headers.get("Retry-After"))
                 try:
                     yield response
                 finally:

@@ -44,6 +44,8 @@ class MetricsSink:
             for outcome in _MANIFEST_START:
                 self._touch(key, m.manifest_fetches, *key, outcome)
             m.probes_skipped.labels(key[0], "overlap")
+            m.probes_skipped.labels(key[0], "rate_limited")
+            m.environment_backoff_until.labels(key[0])
             self._touch(key, m.image_pulls, *key)
             self._touch(key, m.image_pull_failures, *key)
         for target in targets:
