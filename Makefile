@@ -7,7 +7,7 @@ DEBIAN_PACKAGES := docker-registry skopeo umoci apache2-utils curl ca-certificat
 	prometheus prometheus-alertmanager
 SOURCES := canary tests benchmarks dashboards deploy
 
-.PHONY: test demo bench lint typecheck unit sysdeps venv lock clean
+.PHONY: test demo bench soak audit lint typecheck unit sysdeps venv lock clean
 
 sysdeps:
 	@scripts/ensure-debian-packages $(DEBIAN_PACKAGES)
@@ -42,9 +42,17 @@ demo: sysdeps venv
 bench: sysdeps venv
 	$(BIN)/python benchmarks/pull.py && $(BIN)/python benchmarks/daemon.py && $(BIN)/python benchmarks/alerting.py && $(BIN)/python benchmarks/published.py && $(BIN)/python benchmarks/statuspage.py
 
+# Known vulnerabilities in the locked dependencies. Needs the network (PyPI's advisory data), so
+# it is not part of `make test`; pip-audit itself is not a project dependency.
+# It runs from a venv of its own, so it never enters the project's venv or lock.
+audit:
+	@test -x .venv-audit/bin/pip-audit || { $(PYTHON) -m venv .venv-audit && \
+		.venv-audit/bin/pip install -q --disable-pip-version-check "pip-audit==2.10.1"; }
+	.venv-audit/bin/pip-audit --strict --disable-pip --no-deps -r requirements.lock
+
 # Refresh the lock after changing dependencies in pyproject.toml.
 lock: venv
 	$(BIN)/pip freeze --exclude-editable --disable-pip-version-check > requirements.lock
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
+	rm -rf $(VENV) .venv-audit .mypy_cache .ruff_cache .pytest_cache *.egg-info
