@@ -13,8 +13,8 @@ from canary.published.gitlab import GitLabClient
 from canary.published.judge import Context, Observation, judge
 from canary.published.seen import FirstSeen
 from canary.published.sources import external_dates
-from canary.registry.client import Manifest, RegistryClient
-from canary.registry.errors import RegistryError, failure
+from canary.registry.client import Manifest, RegistryClient, Where
+from canary.registry.errors import RegistryError, failure, safe_url
 from canary.registry.media import (
     Descriptor,
     ImageConfig,
@@ -48,7 +48,7 @@ class _Pull:
     target: Target
     manifests: list[ManifestResult] = field(default_factory=list)
     blobs: dict[str, BlobResult] = field(default_factory=dict)
-    in_flight: dict[str, tuple[BlobKind, str | None, float]] = field(default_factory=dict)
+    in_flight: dict[str, tuple[BlobKind, str | None, float, Where]] = field(default_factory=dict)
     # Config blobs by the platform's position in the index, so the date never depends on timing.
     # Each is the parsed config, or why it could not be read.
     configs: dict[int, ImageConfig | str] = field(default_factory=dict)
@@ -147,18 +147,18 @@ def _time_out(pull: _Pull, evidence: Evidence) -> None:
         pull.manifests.append(
             ManifestResult(digest=None, outcome=Outcome.TIMEOUT, status=None, evidence=evidence)
         )
-    for digest, (kind, platform, began) in pull.in_flight.items():
+    for digest, (kind, platform, began, where) in pull.in_flight.items():
         pull.blobs[digest] = BlobResult(
             digest=digest,
             kind=kind,
             platform=platform,
             outcome=Outcome.TIMEOUT,
-            hop=Hop.REGISTRY,
+            hop=where.hop,
             status=None,
             bytes=0,
             first_outcome=Outcome.TIMEOUT,
             duration_seconds=now - began,
-            evidence=evidence,
+            evidence=replace(evidence, url=safe_url(where.url)),
         )
     pull.in_flight.clear()
 
@@ -340,13 +340,19 @@ async def _blob(
 ) -> tuple[BlobResult, bytes | None]:
     repository = pull.target.image.repository
     began = time.monotonic()
-    pull.in_flight[blob.digest] = (kind, platform, began)
+    start_url = f"{client.base_url}/v2/{repository}/blobs/{blob.digest}"
+    where = Where(Hop.REGISTRY, start_url)
+    pull.in_flight[blob.digest] = (kind, platform, began, where)
     bodies: list[bytes | None] = []
 
     async def once() -> Fetch:
-        fetch, body = await client.fetch_blob(
-            repository, blob, mode, keep_up_to=MAX_CONFIG_BYTES if kind is BlobKind.CONFIG else 0
+        # A recheck starts at the registry again.
+        where.hop, where.url = (
+            Hop.REGISTRY,
+            f"{client.base_url}/v2/{repository}/blobs/{blob.digest}",
         )
+        keep = MAX_CONFIG_BYTES if kind is BlobKind.CONFIG else 0
+        fetch, body = await client.fetch_blob(repository, blob, mode, keep_up_to=keep, where=where)
         bodies.append(body)
         return fetch
 

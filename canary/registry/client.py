@@ -86,6 +86,14 @@ def origin(url: str) -> tuple[str, str, int | None]:
     return parts.scheme, (parts.hostname or "").lower(), port
 
 
+@dataclass(slots=True)
+class Where:
+    """Which server a request in flight is talking to, kept current across redirects."""
+
+    hop: Hop
+    url: str
+
+
 @dataclass(frozen=True, slots=True)
 class Manifest:
     """A manifest body whose digest has been checked against the registry's and the pin."""
@@ -212,6 +220,7 @@ class RegistryClient:
         headers: dict[str, str] | None = None,
         data: bytes | None = None,
         limited: bool = True,
+        where: Where | None = None,
     ) -> AsyncIterator[_Response]:
         """Send a request to the registry, answering one 401 and following redirects.
 
@@ -227,7 +236,7 @@ class RegistryClient:
                 authorization = await self._auth.header(scope)
                 url = path if path.startswith(("http://", "https://")) else self.base_url + path
                 response = await self._follow(
-                    method, url, authorization, headers or {}, data, subject
+                    method, url, authorization, headers or {}, data, subject, where
                 )
                 if (
                     response.raw.status == 401
@@ -255,6 +264,7 @@ class RegistryClient:
         headers: dict[str, str],
         data: bytes | None,
         subject: Subject,
+        where: Where | None = None,
     ) -> _Response:
         registry = origin(self.base_url)
         hop = Hop.REGISTRY
@@ -286,6 +296,8 @@ class RegistryClient:
                     )
                 )
             url, hop = target, Hop.STORAGE
+            if where is not None:
+                where.hop, where.url = hop, url
         raise RegistryError(
             failure(
                 Outcome.INVALID_RESPONSE, f"more than {MAX_REDIRECTS} redirects", hop=hop, url=url
@@ -364,11 +376,17 @@ class RegistryClient:
             )
 
     async def fetch_blob(
-        self, repository: str, blob: Descriptor, mode: BlobCheck, keep_up_to: int = 0
+        self,
+        repository: str,
+        blob: Descriptor,
+        mode: BlobCheck,
+        keep_up_to: int = 0,
+        where: Where | None = None,
     ) -> tuple[Fetch, bytes | None]:
         """Fetch one blob as `mode` says and verify what can be verified; never raises.
 
         With `keep_up_to`, a verified body no larger than that is returned too (for configs).
+        `where` follows the request across redirects, for whoever gives up on it midway.
         """
         path = f"/v2/{repository}/blobs/{blob.digest}"
         method = "HEAD" if mode is BlobCheck.HEAD else "GET"
@@ -378,7 +396,12 @@ class RegistryClient:
         hop, url = Hop.REGISTRY, f"{self.base_url}{path}"
         try:
             async with self.open(
-                method, path, scope=pull_scope(repository), subject="blob", headers=headers
+                method,
+                path,
+                scope=pull_scope(repository),
+                subject="blob",
+                headers=headers,
+                where=where,
             ) as response:
                 hop, url = response.hop, response.url
                 if response.raw.status not in (200, 206):
