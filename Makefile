@@ -42,6 +42,11 @@ demo: sysdeps venv
 bench: sysdeps venv
 	$(BIN)/python benchmarks/pull.py && $(BIN)/python benchmarks/daemon.py && $(BIN)/python benchmarks/alerting.py && $(BIN)/python benchmarks/published.py && $(BIN)/python benchmarks/statuspage.py
 
+# The daemon for a bounded time (default 10m) against the real registry behind the fault proxy,
+# cycling through faults: RSS, file descriptors, loop responsiveness, no probe lost or stuck.
+soak: sysdeps venv
+	$(BIN)/python benchmarks/soak.py $(SOAK_ARGS)
+
 # Known vulnerabilities in the locked dependencies. Needs the network (PyPI's advisory data), so
 # it is not part of `make test`; pip-audit itself is not a project dependency.
 # It runs from a venv of its own, so it never enters the project's venv or lock.

@@ -38,9 +38,9 @@ from canary.schema import (
 # Reference grammar from distribution's reference package (reference/regexp.go).
 _NAME_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
 REPOSITORY_RE = re.compile(rf"^{_NAME_COMPONENT}(?:/{_NAME_COMPONENT})*$")
-TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 DIGEST_RE = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
-PROJECT_RE = re.compile(r"^[\w.-]+(?:/[\w.-]+)+$")
+PROJECT_RE = re.compile(r"^[\w.-]+(?:/[\w.-]+)+$", re.ASCII)
 PLATFORM_RE = re.compile(r"^[a-z0-9_]+/[a-z0-9_]+(?:/[a-z0-9_.]+)?$")
 
 
@@ -71,7 +71,7 @@ def _platforms(value: object) -> object:
         return value
     if isinstance(value, list | tuple):
         for item in value:
-            if not isinstance(item, str) or not PLATFORM_RE.match(item):
+            if not isinstance(item, str) or not PLATFORM_RE.fullmatch(item):
                 raise ValueError(f"{item!r} is not a platform such as linux/amd64 or linux/arm/v7")
         if not value:
             raise ValueError("list at least one platform, or write `all`")
@@ -108,7 +108,7 @@ class PublishedSource(StrEnum):
 def _gitlab_url(value: object) -> str:
     parts = _http_url(value, "https://gitlab.example.com", "token_env or token_file")
     if parts.query or parts.fragment:
-        raise ValueError(f"{value!r}: give GitLab's base URL, without a query")
+        raise ValueError(f"{_shown(str(value))}: give GitLab's base URL, without a query")
     return str(value).rstrip("/")
 
 
@@ -159,20 +159,33 @@ def _sources(value: object) -> object:
     raise ValueError("published_sources is a list such as [config, gitlab_api]")
 
 
+def _shown(value: str) -> str:
+    """A URL as an error message may repeat it: without user info, query or fragment."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return "the URL"
+    netloc = parts.netloc.rpartition("@")[2]
+    return repr(f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else netloc + parts.path)
+
+
 def _http_url(value: object, example: str, credentials: str) -> SplitResult:
     """An http(s) URL with a host and a valid port, without credentials (`credentials` says
-    where they go instead)."""
+    where they go instead). Messages never repeat user info or a query: they may be secrets."""
     if not isinstance(value, str):
         raise ValueError(f"url is a string such as {example}")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{value!r} is not an http(s) URL such as {example}")
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        raise ValueError(f"{_shown(value)} is not a URL such as {example}") from None
     if parts.username is not None or parts.password is not None:
         raise ValueError(f"credentials may not be written in the URL; use {credentials}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{_shown(value)} is not an http(s) URL such as {example}")
     try:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
-        raise ValueError(f"{value!r} has an invalid port") from None
+        raise ValueError(f"{_shown(value)} has an invalid port") from None
     return parts
 
 
@@ -223,7 +236,8 @@ class Environment(Model):
 
 def _pattern(regex: re.Pattern[str], what: str) -> BeforeValidator:
     def check(value: object) -> object:
-        if isinstance(value, str) and not regex.match(value):
+        # fullmatch: `$` alone would let a trailing newline through.
+        if isinstance(value, str) and not regex.fullmatch(value):
             raise ValueError(f"{value!r} is not a valid {what}")
         return value
 
@@ -317,7 +331,11 @@ class Daemon(Model):
         if value is None:
             return None
         path = base_dir(info) / value
-        if not path.parent.is_dir():
+        try:
+            found = path.parent.is_dir()
+        except OSError as exc:
+            raise ValueError(f"{path} cannot be used: {exc.strerror}") from None
+        if not found:
             raise ValueError(f"the folder of {path} does not exist")
         return path
 
@@ -330,7 +348,8 @@ def _alertmanager_urls(value: object) -> object:
     for url in urls:
         parts = _http_url(url, "http://alertmanager:9093", "auth")
         if parts.query or parts.fragment:
-            raise ValueError(f"{url!r}: give the Alertmanager's base URL, without a query")
+            shown = _shown(str(url))
+            raise ValueError(f"{shown}: give the Alertmanager's base URL, without a query")
         cleaned.append(str(url).rstrip("/"))
     if len(set(cleaned)) != len(cleaned):
         raise ValueError("an Alertmanager URL is listed more than once")
@@ -500,6 +519,9 @@ def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> C
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), [("", f"cannot read the file: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        where = f"byte {exc.start}"
+        raise ConfigError(str(path), [(where, "not UTF-8 text")]) from None
     try:
         document = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
     except yaml.YAMLError as exc:

@@ -25,6 +25,8 @@ from pydantic import (
 
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# Nothing the canary waits for is longer; far beyond it, schedulers overflow.
+MAX_DURATION_SECONDS = 30 * 86400.0
 
 
 def parse_duration(value: object) -> float:
@@ -39,6 +41,8 @@ def parse_duration(value: object) -> float:
     seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
     if seconds <= 0:
         raise ValueError("a duration must be longer than zero")
+    if seconds > MAX_DURATION_SECONDS:
+        raise ValueError(f"{value!r} is longer than the longest duration, 720h (30 days)")
     return seconds
 
 
@@ -215,6 +219,10 @@ def existing_file(cls: type, value: Path | None, info: ValidationInfo) -> Path |
     if value is None:
         return None
     path = base_dir(info) / value
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as exc:  # a name too long, a folder not searchable
+        raise ValueError(f"file {path} cannot be used: {exc.strerror}") from None
+    if not found:
         raise ValueError(f"file {path} does not exist")
     return path

@@ -4,7 +4,7 @@ read-only."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -14,6 +14,7 @@ from canary.statuspage import CSP, render
 
 # No endpoint takes a body; anything larger than a request line and headers is refused.
 MAX_REQUEST_BYTES = 16 * 1024
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _json(document: Any, status: int = 200) -> web.Response:
@@ -24,6 +25,18 @@ def _json(document: Any, status: int = 200) -> web.Response:
         content_type="application/json",
         headers={"Cache-Control": "no-store"},
     )
+
+
+@web.middleware
+async def _bounded_body(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse bodies over the limit even where no handler reads them (none does)."""
+    if request.content_length is not None and request.content_length > MAX_REQUEST_BYTES:
+        raise web.HTTPRequestEntityTooLarge(MAX_REQUEST_BYTES, request.content_length)
+    if request.body_exists:
+        seen = len(await request.content.read(MAX_REQUEST_BYTES + 1))
+        if seen > MAX_REQUEST_BYTES:
+            raise web.HTTPRequestEntityTooLarge(MAX_REQUEST_BYTES, seen)
+    return await handler(request)
 
 
 def make_app(
@@ -61,7 +74,7 @@ def make_app(
             },
         )
 
-    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[_bounded_body])
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

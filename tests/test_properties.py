@@ -32,7 +32,7 @@ from canary.registry.media import (
     parse_timestamp,
 )
 from canary.results import Fetch, Hop, Outcome
-from canary.schema import parse_duration
+from canary.schema import MAX_DURATION_SECONDS, parse_duration
 
 PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -241,11 +241,6 @@ class TestConfigLoader:
         assert problems
         assert source == str(path)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="canary bug: load_config catches OSError but not UnicodeDecodeError, so a file "
-        "that is not UTF-8 raises UnicodeDecodeError (check-config prints a traceback, exit 1)",
-    )
     @PROPERTY
     @given(st.binary(max_size=200))
     @example(b"environments: []\n\xff\xfe\n")
@@ -270,8 +265,6 @@ class TestConfigLoader:
     ) -> None:
         """An image's repository, tag and digest are accepted exactly when their grammar
         matches the whole value."""
-        # Trailing newlines are accepted today: test_trailing_newline_refused (xfail) has them.
-        assume(not any(v and v.endswith("\n") for v in (repository, tag, digest)))
         entry: dict[str, Any] = {"repository": repository, "tag": tag}
         if digest is not None:
             entry["digest"] = digest
@@ -287,12 +280,6 @@ class TestConfigLoader:
         if valid:
             assert config is not None
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="canary bug: REPOSITORY_RE, TAG_RE and DIGEST_RE end in `$`, which also matches "
-        "before a trailing newline, so 'v1\\n' is accepted as a tag and 'sha256:<hex>\\n' as a "
-        "digest (which then never matches: digest_mismatch)",
-    )
     @PROPERTY
     @given(st.sampled_from(["repository", "tag", "digest"]))
     def test_trailing_newline_refused(self, field: str) -> None:
@@ -301,11 +288,6 @@ class TestConfigLoader:
         entry[field] += "\n"
         assert accepted({**VALID_DOCUMENT, "images": [entry]}) is None
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="canary bug: TAG_RE uses \\w, which in Python matches any Unicode letter or "
-        "digit; distribution's tag grammar is ASCII [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}",
-    )
     @PROPERTY
     @given(st.text(min_size=1, max_size=20))
     @example("caf\u00e9")
@@ -315,12 +297,6 @@ class TestConfigLoader:
         if accepted({**VALID_DOCUMENT, "images": [entry]}) is not None:
             assert re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag), tag
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="canary bug: existing_file (ca_file) and Daemon.state_file call Path.is_file() / "
-        "is_dir(), which re-raise OSError such as ENAMETOOLONG or EACCES; parse_config then "
-        "raises OSError instead of ConfigError",
-    )
     @pytest.mark.parametrize("where", ["environment", "gitlab", "alertmanager", "state_file"])
     def test_unusable_file_names(self, where: str) -> None:
         """A file name the OS refuses (too long) is a ConfigError, wherever it is named."""
@@ -338,11 +314,6 @@ class TestConfigLoader:
         with pytest.raises(ConfigError):
             _parse_config(document, "x", environ={"T": "t"})
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="canary bug: durations have no upper bound; `interval: 99999999999h` passes "
-        "check-config and `run` dies with OverflowError in APScheduler's IntervalTrigger",
-    )
     @PROPERTY
     @given(st.from_regex(r"\A[0-9]{1,30}(\.[0-9]{1,3})?(ms|s|m|h)\Z"))
     @example("99999999999h")
@@ -363,9 +334,15 @@ class TestDuration:
         st.sampled_from([("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)]),
     )
     def test_round_trip(self, number: str, unit: tuple[str, float]) -> None:
-        """parse_duration of `<number><unit>` is the number times the unit, in seconds."""
+        """parse_duration of `<number><unit>` is the number times the unit, in seconds, up to
+        the longest duration (30 days); longer is refused with that reason."""
         suffix, factor = unit
-        assert parse_duration(f"{number}{suffix}") == pytest.approx(float(number) * factor)
+        seconds = float(number) * factor
+        if seconds > MAX_DURATION_SECONDS:
+            with pytest.raises(ValueError, match="longer than the longest duration"):
+                parse_duration(f"{number}{suffix}")
+        else:
+            assert parse_duration(f"{number}{suffix}") == pytest.approx(seconds)
 
     @PROPERTY
     @given(st.one_of(st.text(max_size=30), scalars))
@@ -447,12 +424,6 @@ class TestManifests:
         """Arbitrary JSON values are a parsed manifest or index, or ManifestError."""
         _parsed_or_manifest_error(json.dumps(document).encode(), content_type)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="canary bug: parse_manifest tests `media_type in INDEXES` without checking it is "
-        "a string; a list or object mediaType raises TypeError (unhashable); the probe then "
-        "reports only 'unexpected error: TypeError'",
-    )
     @PROPERTY
     @given(manifest_like, content_types)
     @example({"mediaType": [1]}, None)
@@ -460,12 +431,6 @@ class TestManifests:
         """A manifest-shaped document with arbitrary fields parses or raises ManifestError."""
         _parsed_or_manifest_error(json.dumps(document).encode(), content_type)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="canary bug: json.loads raises RecursionError on deep nesting, which "
-        "parse_manifest, parse_image_config and parse_error_body do not catch (the manifest "
-        "limit is 4 MiB and the error body's 64 KiB, both plenty)",
-    )
     @pytest.mark.parametrize(
         "parse",
         [
@@ -597,12 +562,6 @@ class TestErrorBodies:
         assert "u:p@" not in fetch.evidence.url
         assert fetch.evidence.request_id is None or len(fetch.evidence.request_id) <= 300
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="canary bug: safe_url reads `parts.port`, which raises ValueError on a bad port "
-        "or bracket; a registry's redirect to http://host:99999/ or http://[::1/ then escapes "
-        "as 'unexpected error: ValueError' instead of a clear invalid_response",
-    )
     @PROPERTY
     @given(st.one_of(st.text(max_size=40), urls))
     @example("http://registry.example.com:99999/v2/")

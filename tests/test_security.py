@@ -312,12 +312,6 @@ class TestRedirectTargets:
         assert location not in json.dumps(result.to_dict())
         assert result.outcome is Outcome.INVALID_RESPONSE
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="canary bug: _follow calls origin(url) and, on failure, safe_url(url); both read "
-        "urlsplit(url).port, which raises ValueError for a bad port or bracket, so the pull "
-        "ends in 'unexpected error: ValueError' with no blob evidence",
-    )
     @pytest.mark.parametrize("location", ["http://127.0.0.1:99999/blob", "http://[::1/blob"])
     async def test_malformed_redirect_is_a_clear_outcome(self, location: str) -> None:
         """A redirect to a malformed http URL is invalid_response on that blob, with evidence."""
@@ -347,12 +341,6 @@ class TestRedirectTargets:
 
 
 class TestConfigErrors:
-    @pytest.mark.xfail(
-        strict=True,
-        reason="canary bug: _http_url echoes the whole value (`{value!r} is not an http(s) "
-        "URL`) before it checks for user info, and the GitLab and Alertmanager checks echo a "
-        "URL with its query; a password or token written there is printed",
-    )
     @pytest.mark.parametrize(
         ("where", "url"),
         [
@@ -406,11 +394,6 @@ class TestDaemonHttpServer:
         response = await daemon_client.get(path)
         assert response.status == 200, await response.text()
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="canary bug: client_max_size only limits bodies a handler reads; GET handlers "
-        "never read theirs, so a 17 KiB body is answered 200",
-    )
     @pytest.mark.parametrize("path", HTTP_PATHS)
     async def test_large_body_refused(self, daemon_client: Client, path: str) -> None:
         """A request with a body larger than 16 KiB is refused with 413."""

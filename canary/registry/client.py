@@ -284,7 +284,19 @@ class RegistryClient:
             if raw.status not in _REDIRECTS or not location or method not in ("GET", "HEAD"):
                 return _Response(raw=raw, hop=hop, url=url)
             raw.release()
-            target = urljoin(url, location)
+            try:
+                target = urljoin(url, location)
+                urlsplit(target).port  # noqa: B018 - raises on a bad port or bracket
+            except ValueError:
+                raise RegistryError(
+                    failure(
+                        Outcome.INVALID_RESPONSE,
+                        "redirect to an invalid URL",
+                        hop=hop,
+                        url=url,
+                        status=raw.status,
+                    )
+                ) from None
             if urlsplit(target).scheme not in ("http", "https"):
                 raise RegistryError(
                     failure(

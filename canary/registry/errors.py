@@ -63,11 +63,18 @@ class RegistryError(Exception):
 
 def safe_url(url: str) -> str:
     """A URL without user info, query or fragment: signed storage URLs carry secrets there."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:  # an unclosed bracket: nothing safe to show but that it was bad
+        return "(an invalid URL)"
     if ":" in host:
         host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port else host
+    try:
+        port = parts.port
+    except ValueError:
+        port = None  # a bad port is shown as nothing rather than raise on a server's answer
+    netloc = f"{host}:{port}" if port else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
@@ -88,7 +95,7 @@ def parse_error_body(body: bytes) -> tuple[str | None, str | None, str | None]:
     """The first (code, message, detail) of an OCI `{"errors": [...]}` body, or Nones."""
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         return None, None, None
     errors = document.get("errors") if isinstance(document, dict) else None
     if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):

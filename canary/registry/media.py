@@ -110,11 +110,14 @@ def parse_manifest(body: bytes, content_type: str | None) -> ImageManifest | Ind
     """Parse an image manifest or an index; the body's mediaType wins over the header."""
     try:
         document: Any = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise ManifestError(f"manifest is not JSON: {exc}") from None
     if not isinstance(document, dict):
         raise ManifestError("manifest is not a JSON object")
-    media_type = document.get("mediaType") or (content_type or "").split(";")[0].strip()
+    declared = document.get("mediaType")
+    if declared is not None and not isinstance(declared, str):
+        raise ManifestError("manifest mediaType is not a string")
+    media_type = declared or (content_type or "").split(";")[0].strip()
     if not media_type:
         media_type = OCI_INDEX if "manifests" in document else OCI_MANIFEST
     if media_type in INDEXES:
@@ -153,7 +156,7 @@ def parse_image_config(body: bytes) -> ImageConfig:
     """Read `created` (the tag's published date) and the platform from an image config."""
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise ManifestError(f"config blob is not JSON: {exc}") from None
     if not isinstance(document, dict):
         raise ManifestError("config blob is not a JSON object")
