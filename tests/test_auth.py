@@ -358,6 +358,24 @@ class TestTokenCache:
         assert await auth.header(SCOPE) == "Bearer token-2"
         assert endpoint.count == 2
 
+    async def test_short_lived_token_renewed_at_half_its_life(
+        self, session: aiohttp.ClientSession, endpoint: TokenEndpoint, clock: FakeClock
+    ) -> None:
+        """A token living less than twice the margin is reused for half its life, not
+        fetched again for every request."""
+
+        async def short(request: web.Request, number: int) -> web.StreamResponse:
+            return web.json_response({"token": f"token-{number}", "expires_in": 2})
+
+        endpoint.reply = short
+        auth = bearer(session, endpoint.realm, clock)
+        assert await auth.header(SCOPE) == "Bearer token-1"
+        clock.now = START + 0.999
+        assert await auth.header(SCOPE) == "Bearer token-1"
+        clock.now = START + 1
+        assert await auth.header(SCOPE) == "Bearer token-2"
+        assert endpoint.count == 2
+
     async def test_expiry_counts_from_request_start(
         self, session: aiohttp.ClientSession, endpoint: TokenEndpoint, clock: FakeClock
     ) -> None:

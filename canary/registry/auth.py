@@ -24,7 +24,8 @@ from canary.results import Hop, Outcome
 
 DEFAULT_TOKEN_SECONDS = 60
 MAX_TOKEN_SECONDS = 86_400
-# Refresh a token this long before it expires, so a request never leaves with a stale one.
+# Refresh a token this long before it expires (half its life if shorter), so a request never
+# leaves with a stale one.
 EXPIRY_MARGIN_SECONDS = 5.0
 
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -86,6 +87,7 @@ def pull_scope(repository: str) -> str:
 class _Token:
     value: SecretStr
     expires_at: float
+    refresh_at: float  # fetch a new one from here on
 
 
 def basic_header(username: str, password: SecretStr) -> str:
@@ -160,11 +162,11 @@ class Authenticator:
                 )
             return self._basic()
         token = self._tokens.get(scope)
-        if token is None or token.expires_at - EXPIRY_MARGIN_SECONDS <= self._clock():
+        if token is None or token.refresh_at <= self._clock():
             lock = self._locks.setdefault(scope, asyncio.Lock())
             async with lock:
                 token = self._tokens.get(scope)
-                if token is None or token.expires_at - EXPIRY_MARGIN_SECONDS <= self._clock():
+                if token is None or token.refresh_at <= self._clock():
                     token = await self._fetch_token(challenge, scope)
                     self._tokens[scope] = token
         return f"Bearer {token.value.get_secret_value()}"
@@ -237,5 +239,12 @@ def _parse_token(body: bytes, realm: str, started: float) -> _Token:
     valid = isinstance(expires_in, int | float) and not isinstance(expires_in, bool)
     if not valid or not 0 < expires_in <= MAX_TOKEN_SECONDS:
         expires_in = DEFAULT_TOKEN_SECONDS
-    # Counting from when we asked keeps us on the safe side of the server's clock.
-    return _Token(value=SecretStr(value), expires_at=started + float(expires_in))
+    # Counting from when we asked keeps us on the safe side of the server's clock. A token
+    # shorter-lived than twice the margin is renewed at half its life, not on every request.
+    lifetime = float(expires_in)
+    margin = min(EXPIRY_MARGIN_SECONDS, lifetime / 2)
+    return _Token(
+        value=SecretStr(value),
+        expires_at=started + lifetime,
+        refresh_at=started + lifetime - margin,
+    )
