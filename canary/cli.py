@@ -10,15 +10,17 @@ import sys
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from canary import __version__
-from canary.config import Config, ConfigError, load_config
-from canary.probe import probe_catalog
 from canary.process import tune_allocator
-from canary.registry.client import RegistryClient
-from canary.report import Progress, render_json, render_text
-from canary.seed import SeedReport, parse_size, render_pins, seed
-from canary.shard import parse_shard
+
+if TYPE_CHECKING:
+    from canary.config import Config
+    from canary.seed import SeedReport
+
+# Each command imports what it needs: `healthcheck` runs every 30 s in a container and needs
+# only the standard library, and the daemon's stack would slow every one-shot `probe`.
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -112,6 +114,10 @@ def _environments(config: Config, names: Sequence[str]) -> tuple[str, ...]:
 
 
 def _probe(args: argparse.Namespace) -> int:
+    from canary.config import load_config
+    from canary.probe import probe_catalog
+    from canary.report import Progress, render_json, render_text
+
     config = load_config(args.config)
     environments = _environments(config, args.environment)
     total = sum(1 for _ in config.targets(environments))
@@ -123,9 +129,10 @@ def _probe(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    # Imported here: the scheduler and metrics stack would slow every one-shot `probe` start.
     from canary.config import Daemon as DaemonSettings
+    from canary.config import load_config
     from canary.daemon import Daemon
+    from canary.shard import parse_shard
 
     if not args.config:
         raise _UsageError("--config is required (or set CANARY_CONFIG)")
@@ -166,6 +173,8 @@ def _healthcheck(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from canary.config import load_config
+
     config = load_config(args.file)
     pairs = sum(1 for _ in config.targets())
     alertmanager = config.alerting.alertmanager
@@ -178,6 +187,10 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _seed(args: argparse.Namespace) -> int:
+    from canary.config import load_config
+    from canary.registry.client import RegistryClient
+    from canary.seed import parse_size, render_pins, seed
+
     config = load_config(args.config)
     _environments(config, [args.environment])
     try:
@@ -212,6 +225,14 @@ _COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "healthcheck":
+        try:
+            return _healthcheck(args)
+        except _UsageError as exc:
+            print(f"registry-canary healthcheck: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    from canary.config import ConfigError
+
     if args.command != "run":
         # Speed over memory for one-shot commands; the daemon hands freed memory back instead.
         tune_allocator()
