@@ -117,7 +117,13 @@ async def pull_image(
     start = time.monotonic()
     pull = _Pull(target)
     evidence, stopped_by = None, None
-    dates = asyncio.ensure_future(external_dates(target, client, gitlab))
+    dates: asyncio.Future[list[Observation]]
+    if target.environment.published_sources == (PublishedSource.CONFIG,):
+        # The common case, on the hot path: nothing to read beside the pull, so no task.
+        dates = asyncio.get_running_loop().create_future()
+        dates.set_result([])
+    else:
+        dates = asyncio.ensure_future(external_dates(target, client, gitlab))
     try:
         async with asyncio.timeout(target.timeout):
             await _pull(client, pull)

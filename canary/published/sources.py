@@ -31,8 +31,6 @@ async def external_dates(
     """What every source other than the config blob says, in the configured order."""
     image = target.image
     readings: list[Awaitable[Observation]] = []
-    if target.environment.published_sources == (PublishedSource.CONFIG,):
-        return []  # the common case: nothing to read beside the pull
     for source in target.environment.published_sources:
         if source is PublishedSource.GITLAB_API:
             if gitlab is None:
