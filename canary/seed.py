@@ -1,11 +1,10 @@
-"""Deterministic synthetic images, and pushing them: the only code that writes to a registry."""
+"""Deterministic synthetic images for catalog entries, and `seed`, which pushes those missing."""
 
 from __future__ import annotations
 
 import io
 import json
 import random
-import re
 import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,54 +13,11 @@ from datetime import UTC, datetime
 from canary.config import Image
 from canary.registry.client import RegistryClient
 from canary.registry.errors import RegistryError
-from canary.registry.media import ACCEPT, OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, digest_of
+from canary.registry.media import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST
+from canary.registry.push import Blob, PushError, SyntheticImage, existing, push
 
 DEFAULT_PUBLISHED = datetime(2023, 5, 1, 12, 0, tzinfo=UTC)
 DEFAULT_PLATFORM = "linux/amd64"
-_SIZE_RE = re.compile(r"^(\d+)\s*(B|KiB|MiB|GiB)?$")
-_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
-
-
-def parse_size(text: str) -> int:
-    """`4096`, `64KiB`, `32MiB` → bytes."""
-    match = _SIZE_RE.match(text.strip())
-    if not match:
-        raise ValueError(f"{text!r} is not a size such as 4096, 64KiB or 32MiB")
-    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
-
-
-@dataclass(frozen=True, slots=True)
-class Blob:
-    media_type: str
-    data: bytes
-
-    @property
-    def digest(self) -> str:
-        return digest_of(self.data)
-
-    def descriptor(self, **extra: object) -> dict[str, object]:
-        return {
-            "mediaType": self.media_type,
-            "digest": self.digest,
-            "size": len(self.data),
-            **extra,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class SyntheticImage:
-    """Everything to push for one tag: blobs, platform manifests, and the tagged manifest."""
-
-    repository: str
-    tag: str
-    published: datetime
-    blobs: tuple[Blob, ...]
-    platform_manifests: tuple[Blob, ...]
-    top: Blob
-
-    @property
-    def digest(self) -> str:
-        return self.top.digest
 
 
 def _json(document: object) -> bytes:
@@ -156,78 +112,6 @@ def synthesize(image: Image, layers: int = 2, layer_size: int = 16 * 1024) -> Sy
     )
 
 
-def push_scope(repository: str) -> str:
-    return f"repository:{repository}:pull,push"
-
-
-async def _existing(client: RegistryClient, repository: str, kind: str, ref: str) -> str | None:
-    """The digest the registry has under `ref`, or None when it has nothing there."""
-    async with client.open(
-        "HEAD",
-        f"/v2/{repository}/{kind}/{ref}",
-        scope=push_scope(repository),
-        subject="manifest" if kind == "manifests" else "blob",
-        headers={"Accept": ACCEPT},
-    ) as response:
-        if response.raw.status == 404:
-            return None
-        _check(response.raw.status, 200, f"looking up {ref}")
-        return response.raw.headers.get("Docker-Content-Digest", ref)
-
-
-def _check(status: int, expected: int, what: str) -> None:
-    if status != expected:
-        raise SeedError(f"{what}: the registry answered HTTP {status}")
-
-
-class SeedError(Exception):
-    """A push that the registry refused."""
-
-
-async def _push_blob(client: RegistryClient, repository: str, blob: Blob) -> None:
-    if await _existing(client, repository, "blobs", blob.digest):
-        return
-    scope = push_scope(repository)
-    async with client.open(
-        "POST", f"/v2/{repository}/blobs/uploads/", scope=scope, subject="other"
-    ) as response:
-        _check(response.raw.status, 202, f"starting the upload of {blob.digest}")
-        location = response.raw.headers.get("Location", "")
-    if not location:
-        raise SeedError("the registry gave no upload location")
-    separator = "&" if "?" in location else "?"
-    async with client.open(
-        "PUT",
-        f"{location}{separator}digest={blob.digest}",
-        scope=scope,
-        subject="other",
-        data=blob.data,
-        headers={"Content-Type": "application/octet-stream"},
-    ) as response:
-        _check(response.raw.status, 201, f"uploading {blob.digest}")
-
-
-async def _push_manifest(client: RegistryClient, repository: str, ref: str, blob: Blob) -> None:
-    async with client.open(
-        "PUT",
-        f"/v2/{repository}/manifests/{ref}",
-        scope=push_scope(repository),
-        subject="manifest",
-        data=blob.data,
-        headers={"Content-Type": blob.media_type},
-    ) as response:
-        _check(response.raw.status, 201, f"putting manifest {ref}")
-
-
-async def push(client: RegistryClient, image: SyntheticImage) -> None:
-    """Push blobs, then platform manifests by digest, then the tag."""
-    for blob in image.blobs:
-        await _push_blob(client, image.repository, blob)
-    for manifest in image.platform_manifests:
-        await _push_manifest(client, image.repository, manifest.digest, manifest)
-    await _push_manifest(client, image.repository, image.tag, image.top)
-
-
 @dataclass(frozen=True, slots=True)
 class SeedReport:
     image: Image
@@ -265,7 +149,7 @@ async def seed(
             )
             continue
         try:
-            served = await _existing(client, image.repository, "manifests", image.tag)
+            served = await existing(client, image.repository, "manifests", image.tag)
             if served is not None and not (repush and served == synthetic.digest):
                 detail = "" if served == synthetic.digest else "not made by seed; published unknown"
                 reports.append(SeedReport(image, "present", served, synthetic.published, detail))
@@ -274,7 +158,7 @@ async def seed(
             if served is not None:
                 reports.append(SeedReport(image, "repushed", synthetic.digest, synthetic.published))
                 continue
-        except (RegistryError, SeedError) as exc:
+        except (RegistryError, PushError) as exc:
             reports.append(SeedReport(image, "refused", None, synthetic.published, str(exc)))
             continue
         reports.append(SeedReport(image, "pushed", synthetic.digest, synthetic.published))

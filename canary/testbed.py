@@ -93,15 +93,16 @@ def registry_config(
     token: TokenAuth | None = None,
     redirect_to: str | None = None,
     tls: tuple[Path, Path] | None = None,
+    delete: bool = True,
 ) -> dict[str, Any]:
     """A registry config with no blob descriptor cache, which could mask missing links; `tls`
-    is (certificate, key) in PEM to serve HTTPS."""
+    is (certificate, key) in PEM to serve HTTPS; `delete` false turns the DELETE API off."""
     config: dict[str, Any] = {
         "version": 0.1,
         "log": {"level": "warn", "accesslog": {"disabled": True}},
         "storage": {
             "filesystem": {"rootdirectory": str(storage)},
-            "delete": {"enabled": True},
+            "delete": {"enabled": delete},
             "maintenance": {"uploadpurging": {"enabled": False}},
         },
         "http": {"addr": f"127.0.0.1:{port}", "secret": "registry-canary-test-bed"},

@@ -1,0 +1,370 @@
+"""Writes to a registry (push, delete) and the tag reads that go with them, each write countable.
+
+Exceptions raised here:
+
+    PushError       the registry refused a write, or answered it in a way a push cannot go on
+                    from; carries the Fetch its answer maps to, with evidence
+    RegistryError   (from the client) a request that got no usable response at all
+
+Deletes never raise: they answer with a WriteOutcome.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urljoin
+
+import aiohttp
+
+from canary.registry.auth import pull_scope
+from canary.registry.client import ERROR_BODY_BYTES, RegistryClient
+from canary.registry.errors import RegistryError, Subject, failure, outcome_for_response
+from canary.registry.media import ACCEPT, digest_of
+from canary.results import Fetch, Hop, Outcome, WriteOperation, WriteOutcome
+
+Writes = list[tuple[WriteOperation, WriteOutcome]]
+
+TAGS_PAGE = 1000
+MAX_TAG_PAGES = 100
+MAX_TAGS_BODY = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    """Bytes to push, with the media type their descriptor names."""
+
+    media_type: str
+    data: bytes
+
+    @property
+    def digest(self) -> str:
+        return digest_of(self.data)
+
+    def descriptor(self, **extra: object) -> dict[str, object]:
+        return {
+            "mediaType": self.media_type,
+            "digest": self.digest,
+            "size": len(self.data),
+            **extra,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SyntheticImage:
+    """Everything to push for one tag: blobs, platform manifests, and the tagged manifest."""
+
+    repository: str
+    tag: str
+    published: datetime
+    blobs: tuple[Blob, ...]
+    platform_manifests: tuple[Blob, ...]
+    top: Blob
+
+    @property
+    def digest(self) -> str:
+        return self.top.digest
+
+
+class PushError(Exception):
+    """A write the registry refused or answered unusably; `fetch` holds the outcome it maps to."""
+
+    def __init__(self, message: str, fetch: Fetch) -> None:
+        self.fetch = fetch
+        super().__init__(message)
+
+
+def push_scope(repository: str) -> str:
+    return f"repository:{repository}:pull,push"
+
+
+def delete_scope(repository: str) -> str:
+    # Token registries grant DELETE only to a token that names the `delete` action.
+    return f"repository:{repository}:pull,push,delete"
+
+
+async def _answer(
+    raw: aiohttp.ClientResponse, hop: Hop, url: str, subject: Subject, method: str
+) -> Fetch:
+    """The outcome a non-success answer maps to, its OCI error body read when it has one."""
+    body = None
+    if method != "HEAD":
+        try:
+            body = await raw.content.read(ERROR_BODY_BYTES)
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            body = None
+    return outcome_for_response(raw.status, raw.headers, body, subject=subject, hop=hop, url=url)
+
+
+async def _check(
+    raw: aiohttp.ClientResponse,
+    hop: Hop,
+    url: str,
+    expected: int,
+    what: str,
+    subject: Subject = "other",
+    method: str = "PUT",
+) -> None:
+    if raw.status != expected:
+        fetch = await _answer(raw, hop, url, subject, method)
+        raise PushError(f"{what}: the registry answered HTTP {raw.status}", fetch)
+
+
+async def existing(client: RegistryClient, repository: str, kind: str, ref: str) -> str | None:
+    """The digest the registry has under `ref` (`kind` is manifests or blobs), or None when it
+    has nothing there; asked with the push scope, so a pusher needs one token."""
+    subject: Subject = "manifest" if kind == "manifests" else "blob"
+    async with client.open(
+        "HEAD",
+        f"/v2/{repository}/{kind}/{ref}",
+        scope=push_scope(repository),
+        subject=subject,
+        headers={"Accept": ACCEPT},
+    ) as response:
+        if response.raw.status == 404:
+            return None
+        await _check(
+            response.raw, response.hop, response.url, 200, f"looking up {ref}", subject, "HEAD"
+        )
+        return response.raw.headers.get("Docker-Content-Digest", ref)
+
+
+def _counted(writes: Writes | None, operation: WriteOperation, outcome: WriteOutcome) -> None:
+    if writes is not None:
+        writes.append((operation, outcome))
+
+
+async def push_blob(
+    client: RegistryClient, repository: str, blob: Blob, writes: Writes | None = None
+) -> bool:
+    """Upload `blob` unless the repository has it; True when it was uploaded.
+
+    An upload (POST then PUT) is one BLOB_UPLOAD in `writes`, failed if either request fails.
+    """
+    if await existing(client, repository, "blobs", blob.digest):
+        return False
+    try:
+        await _upload(client, repository, blob)
+    except BaseException:
+        _counted(writes, WriteOperation.BLOB_UPLOAD, WriteOutcome.FAILED)
+        raise
+    _counted(writes, WriteOperation.BLOB_UPLOAD, WriteOutcome.OK)
+    return True
+
+
+async def _upload(client: RegistryClient, repository: str, blob: Blob) -> None:
+    scope = push_scope(repository)
+    async with client.open(
+        "POST", f"/v2/{repository}/blobs/uploads/", scope=scope, subject="other"
+    ) as response:
+        await _check(
+            response.raw,
+            response.hop,
+            response.url,
+            202,
+            f"starting the upload of {blob.digest}",
+            method="POST",
+        )
+        location = response.raw.headers.get("Location", "")
+        started_at = response.url
+    if not location:
+        fetch = failure(
+            Outcome.INVALID_RESPONSE,
+            "the registry gave no upload location",
+            hop=Hop.REGISTRY,
+            url=started_at,
+            status=202,
+        )
+        raise PushError("the registry gave no upload location", fetch)
+    separator = "&" if "?" in location else "?"
+    async with client.open(
+        "PUT",
+        f"{location}{separator}digest={blob.digest}",
+        scope=scope,
+        subject="other",
+        data=blob.data,
+        headers={"Content-Type": "application/octet-stream"},
+    ) as response:
+        await _check(response.raw, response.hop, response.url, 201, f"uploading {blob.digest}")
+
+
+async def push_manifest(
+    client: RegistryClient, repository: str, ref: str, blob: Blob, writes: Writes | None = None
+) -> None:
+    """Put a manifest under `ref` (a tag or its digest): one MANIFEST_PUT in `writes`."""
+    try:
+        async with client.open(
+            "PUT",
+            f"/v2/{repository}/manifests/{ref}",
+            scope=push_scope(repository),
+            subject="manifest",
+            data=blob.data,
+            headers={"Content-Type": blob.media_type},
+        ) as response:
+            await _check(
+                response.raw,
+                response.hop,
+                response.url,
+                201,
+                f"putting manifest {ref}",
+                "manifest",
+            )
+    except BaseException:
+        _counted(writes, WriteOperation.MANIFEST_PUT, WriteOutcome.FAILED)
+        raise
+    _counted(writes, WriteOperation.MANIFEST_PUT, WriteOutcome.OK)
+
+
+async def push(client: RegistryClient, image: SyntheticImage, writes: Writes | None = None) -> None:
+    """Push blobs, then platform manifests by digest, then the tag; every write request is
+    appended to `writes` with how it ended. Raises PushError or RegistryError."""
+    for blob in image.blobs:
+        await push_blob(client, image.repository, blob, writes)
+    for manifest in image.platform_manifests:
+        await push_manifest(client, image.repository, manifest.digest, manifest, writes)
+    await push_manifest(client, image.repository, image.tag, image.top, writes)
+
+
+async def _delete(
+    client: RegistryClient,
+    repository: str,
+    kind: str,
+    digest: str,
+    problems: list[Fetch] | None,
+) -> WriteOutcome:
+    subject: Subject = "manifest" if kind == "manifests" else "blob"
+    try:
+        async with client.open(
+            "DELETE",
+            f"/v2/{repository}/{kind}/{digest}",
+            scope=delete_scope(repository),
+            subject=subject,
+        ) as response:
+            if response.raw.status == 202:
+                return WriteOutcome.OK
+            fetch = await _answer(response.raw, response.hop, response.url, subject, "DELETE")
+    except RegistryError as exc:
+        fetch = exc.fetch
+    if problems is not None:
+        problems.append(fetch)
+    code = fetch.evidence.code if fetch.evidence else None
+    if fetch.status == 405 or code == "UNSUPPORTED":
+        return WriteOutcome.UNSUPPORTED
+    return WriteOutcome.FAILED
+
+
+async def delete_manifest(
+    client: RegistryClient, repository: str, digest: str, problems: list[Fetch] | None = None
+) -> WriteOutcome:
+    """DELETE a manifest by digest; distribution removes the tags that point at it too.
+
+    UNSUPPORTED when the registry has deletes turned off; a refusal (401, 403) is FAILED.
+    The answer to anything but OK is appended to `problems`, as evidence. Never raises.
+    """
+    return await _delete(client, repository, "manifests", digest, problems)
+
+
+async def delete_blob(
+    client: RegistryClient, repository: str, digest: str, problems: list[Fetch] | None = None
+) -> WriteOutcome:
+    """DELETE a blob's link from a repository, as `delete_manifest` does a manifest."""
+    return await _delete(client, repository, "blobs", digest, problems)
+
+
+async def list_tags(client: RegistryClient, repository: str, page: int = TAGS_PAGE) -> list[str]:
+    """Every tag of `repository`, following `Link: rel="next"` for at most MAX_TAG_PAGES pages
+    of `page` tags; [] when the repository is unknown. Raises RegistryError."""
+    tags: list[str] = []
+    path: str | None = f"/v2/{repository}/tags/list?n={page}"
+    for _ in range(MAX_TAG_PAGES):
+        if path is None:
+            break
+        async with client.open(
+            "GET", path, scope=pull_scope(repository), subject="other"
+        ) as response:
+            raw = response.raw
+            if raw.status != 200:
+                fetch = await _answer(raw, response.hop, response.url, "other", "GET")
+                code = fetch.evidence.code if fetch.evidence else None
+                if raw.status == 404 and code in (None, "NAME_UNKNOWN"):
+                    return []
+                raise RegistryError(fetch)
+            try:
+                body = await response.read_up_to(MAX_TAGS_BODY + 1)
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise RegistryError(
+                    failure(
+                        Outcome.CONNECTION_ERROR,
+                        f"the tag list ended early: {type(exc).__name__}",
+                        hop=response.hop,
+                        url=response.url,
+                        status=raw.status,
+                    )
+                ) from exc
+            if len(body) > MAX_TAGS_BODY:
+                raise RegistryError(
+                    response.fail(Outcome.INVALID_RESPONSE, "tag list larger than 4 MiB")
+                )
+            page_tags = _tags_of(body)
+            if page_tags is None:
+                raise RegistryError(
+                    response.fail(Outcome.INVALID_RESPONSE, "the tag list is not {tags: [...]}")
+                )
+            tags += page_tags
+            path = _next_page(raw.headers.getall("Link", []), response.url)
+    return tags
+
+
+def _tags_of(body: bytes) -> list[str] | None:
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(document, dict):
+        return None
+    tags = document.get("tags")
+    if tags is None:  # distribution answers `null` for a repository whose tags are all gone
+        return []
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        return None
+    return tags
+
+
+def _next_page(links: list[str], url: str) -> str | None:
+    """The `rel="next"` target of Link headers, resolved against the page it came with."""
+    for header in links:
+        for link in header.split(","):
+            target, _, params = link.partition(";")
+            target = target.strip()
+            rels = [p.strip().replace(" ", "") for p in params.split(";")]
+            if (
+                target.startswith("<")
+                and target.endswith(">")
+                and ('rel="next"' in rels or "rel=next" in rels)
+            ):
+                return urljoin(url, target[1:-1])
+    return None
+
+
+async def manifest_digest(client: RegistryClient, repository: str, tag: str) -> str | None:
+    """The digest `tag` points at, from a HEAD; None when the tag or repository is unknown.
+    Raises RegistryError."""
+    async with client.open(
+        "HEAD",
+        f"/v2/{repository}/manifests/{tag}",
+        scope=pull_scope(repository),
+        subject="manifest",
+        headers={"Accept": ACCEPT},
+    ) as response:
+        if response.raw.status == 404:
+            return None
+        if response.raw.status != 200:
+            raise RegistryError(
+                await _answer(response.raw, response.hop, response.url, "manifest", "HEAD")
+            )
+        digest = response.raw.headers.get("Docker-Content-Digest")
+    if digest:
+        return digest
+    # A registry that leaves the header out: the body's digest is the manifest's digest.
+    return (await client.get_manifest(repository, tag)).digest
