@@ -1,0 +1,113 @@
+"""Measures the layers an environment's byte budget must cover, from the catalog's manifests, so
+`check-config --measure` can say whether the budget keeps up before the daemon runs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from canary.budget import format_bytes, format_duration, required_bytes_per_hour
+from canary.config import BlobCheck, Config, Target
+from canary.registry.client import RegistryClient
+from canary.registry.errors import RegistryError
+from canary.registry.media import ImageManifest, ManifestError, parse_manifest
+
+
+@dataclass
+class Measured:
+    """The distinct layers of an environment's budgeted images, and what could not be read."""
+
+    environment: str
+    layers: dict[str, int] = field(default_factory=dict)
+    unreadable: list[str] = field(default_factory=list)
+
+    @property
+    def catalog_bytes(self) -> int:
+        return sum(self.layers.values())
+
+    @property
+    def largest(self) -> int:
+        return max(self.layers.values(), default=0)
+
+
+async def _layers(client: RegistryClient, target: Target, into: Measured) -> None:
+    image = target.image
+    try:
+        top = await client.get_manifest(image.repository, image.tag, image.digest)
+        parsed = parse_manifest(top.body, top.content_type)
+        manifests = [parsed] if isinstance(parsed, ImageManifest) else []
+        if not isinstance(parsed, ImageManifest):
+            wanted = target.platforms
+            for entry in parsed.manifests:
+                if wanted != "all" and entry.platform not in wanted:
+                    continue
+                child = await client.get_manifest(image.repository, entry.digest)
+                body = parse_manifest(child.body, child.content_type)
+                if isinstance(body, ImageManifest):
+                    manifests.append(body)
+    except (RegistryError, ManifestError) as exc:
+        reason = exc.fetch.outcome if isinstance(exc, RegistryError) else str(exc)
+        into.unreadable.append(f"{image.reference}: {reason}")
+        return
+    for manifest in manifests:
+        for layer in manifest.layers:
+            into.layers[layer.digest] = layer.size
+
+
+async def measure(config: Config) -> list[Measured]:
+    """Read the manifests (never the layers) of every budgeted image, per environment."""
+    measured = []
+    for env in config.environments:
+        targets = [t for t in config.targets((env.name,)) if t.blob_check is BlobCheck.BUDGET]
+        if not targets:
+            continue
+        found = Measured(env.name)
+        async with RegistryClient(env) as client:
+            await asyncio.gather(*(_layers(client, t, found) for t in targets))
+        measured.append(found)
+    return measured
+
+
+def budget_problems(config: Config, measured: Sequence[Measured]) -> list[tuple[str, str]]:
+    """(dotted key, reason) for each budget that cannot verify its measured layers in time."""
+    problems = []
+    for found in measured:
+        targets = [
+            t for t in config.targets((found.environment,)) if t.blob_check is BlobCheck.BUDGET
+        ]
+        settings = targets[0].budget
+        assert settings is not None  # config validation requires one for budgeted images
+        cycle = max(t.interval for t in targets)
+        needed = required_bytes_per_hour(
+            found.catalog_bytes, found.largest, settings.full_verify_within, cycle
+        )
+        key = budget_key(config, found.environment)
+        within = format_duration(settings.full_verify_within)
+        if needed is None:
+            problems.append(
+                (
+                    key.replace("bytes_per_hour", "full_verify_within"),
+                    f"{within} is not longer than the images' interval of "
+                    f"{format_duration(cycle)}: no budget can keep up",
+                )
+            )
+        elif needed > settings.bytes_per_hour:
+            problems.append(
+                (
+                    key,
+                    f"full verification of {len(found.layers)} layers "
+                    f"({format_bytes(found.catalog_bytes)}) within {within} needs at least "
+                    f"{format_bytes(needed)} per hour; it is "
+                    f"{format_bytes(settings.bytes_per_hour)}",
+                )
+            )
+    return problems
+
+
+def budget_key(config: Config, environment: str) -> str:
+    """The config key that sets an environment's budget, for messages about it."""
+    for position, env in enumerate(config.environments):
+        if env.name == environment and env.budget is not None:
+            return f"environments.{position}.budget.bytes_per_hour"
+    return "defaults.budget.bytes_per_hour"
