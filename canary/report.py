@@ -3,28 +3,39 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TextIO
 
 from canary.results import BlobResult, ImageResult, ManifestResult, Outcome, PublishedStatus
 
-
-def render_json(results: Sequence[ImageResult]) -> str:
-    return json.dumps([r.to_dict() for r in results], indent=2)
-
-
-def _short(digest: str | None) -> str:
-    if not digest:
-        return "-"
-    algorithm, _, hexpart = digest.partition(":")
-    return f"{algorithm}:{hexpart[:12]}"
+Key = tuple[str, str, str]
+# How many pulls each (environment, repository, tag) took under `probe --wait-until-healthy`.
+Attempts = Mapping[Key, int]
 
 
-def _cells(result: ImageResult) -> list[str]:
+def result_key(result: ImageResult) -> Key:
+    """The (environment, repository, tag) of a result, as `Target.key` names its target."""
+    return result.environment, result.repository, result.tag
+
+
+def render_json(results: Sequence[ImageResult], attempts: Attempts | None = None) -> str:
+    documents = []
+    for result in results:
+        document = result.to_dict()
+        if attempts is not None:
+            document["attempts"] = attempts.get(result_key(result), 1)
+        documents.append(document)
+    return json.dumps(documents, indent=2)
+
+
+def _cells(result: ImageResult, attempts: Attempts | None) -> list[str]:
     ok_blobs = sum(b.outcome is Outcome.OK for b in result.blobs)
     top = result.manifests[0] if result.manifests else None
-    return [
+    cells = [
         result.environment,
         f"{result.repository}:{result.tag}",
         "ok" if result.ok else f"FAIL {result.outcome}",
@@ -33,6 +44,9 @@ def _cells(result: ImageResult) -> list[str]:
         _dates(result),
         f"{result.duration_seconds:.2f}s",
     ]
+    if attempts is not None:
+        cells.append(str(attempts.get(result_key(result), 1)))
+    return cells
 
 
 def _dates(result: ImageResult) -> str:
@@ -48,35 +62,59 @@ def _dates(result: ImageResult) -> str:
 _HEADER = ["ENVIRONMENT", "IMAGE", "RESULT", "MANIFEST", "BLOBS OK", "PUBLISHED", "TIME"]
 
 
-def _explain(item: ManifestResult | BlobResult) -> str:
-    if isinstance(item, BlobResult):
-        what = f"{item.kind} {_short(item.digest)}"
-        where = f" via {item.hop}"
-        first = item.first_outcome
-    else:
-        what = f"manifest {_short(item.digest)}" if item.digest else "manifest"
-        where = ""
-        first = item.first_outcome or item.outcome
+def explain(item: ManifestResult | BlobResult) -> list[str]:
+    """Why one manifest or blob request failed: a line saying what and how, then the evidence
+    the registry's operators need, each indented by two spaces."""
+    kind = str(item.kind) if isinstance(item, BlobResult) else "manifest"
+    what = f"{kind} {item.digest}" if item.digest else kind
     if item.platform:
         what += f" ({item.platform})"
-    line = f"    {what}: {item.outcome}{where}"
-    if item.outcome.is_data_loss:
-        line += " (confirmed on a second fetch)" if first is item.outcome else f" (first {first})"
     evidence = item.evidence
+    status = item.status
+    if evidence is not None and evidence.status is not None:
+        status = evidence.status
+    line = f"{what}: {item.outcome} via {item.hop}"
+    if status is not None and (evidence is None or f"HTTP {status}" not in evidence.detail):
+        line += f", HTTP {status}"
+    if item.outcome.is_data_loss:
+        first = item.first_outcome or item.outcome
+        line += " (confirmed on a second fetch)" if first is item.outcome else f" (first {first})"
+    lines = [line]
     if evidence is not None:
-        line += f"\n      {evidence.detail}"
-        if evidence.message and evidence.message not in evidence.detail:
-            line += f" [{evidence.message}]"
-        if evidence.request_id:
-            line += f"\n      request id: {evidence.request_id}"
-        if evidence.url:
-            line += f"\n      url: {evidence.url}"
-    return line
+        detail = evidence.detail
+        if evidence.message and evidence.message not in detail:
+            detail += f" [{evidence.message}]"
+        lines.append(f"  {detail}")
+    request_id = (evidence.request_id if evidence is not None else None) or item.request_id
+    if request_id:
+        lines.append(f"  request id: {request_id}")
+    if evidence is not None and evidence.url:
+        lines.append(f"  url: {evidence.url}")
+    return lines
 
 
-def render_text(results: Sequence[ImageResult]) -> str:
-    rows = [_HEADER] + [_cells(r) for r in results]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADER))]
+def explain_failure(result: ImageResult) -> list[str]:
+    """Every failed manifest and blob of a pull explained, or the pull's own evidence when it
+    failed before any of them did (a timeout, an unreachable registry)."""
+    lines = [line for item in result.failures for line in explain(item)]
+    if not result.failures and result.evidence is not None:
+        lines.append(result.evidence.detail)
+    return lines
+
+
+def published_problems(result: ImageResult) -> list[str]:
+    """One line per published-date source whose date is not ok; dates never fail a pull."""
+    return [
+        f"{published.source}: {published.status}: {published.detail}"
+        for published in result.published
+        if published.status is not PublishedStatus.OK
+    ]
+
+
+def render_text(results: Sequence[ImageResult], attempts: Attempts | None = None) -> str:
+    header = [*_HEADER, "ATTEMPTS"] if attempts is not None else _HEADER
+    rows = [header] + [_cells(r, attempts) for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
@@ -85,38 +123,56 @@ def render_text(results: Sequence[ImageResult]) -> str:
     for result in failed:
         lines.append("")
         lines.append(f"{result.environment} {result.repository}:{result.tag}: {result.outcome}")
-        for item in result.failures:
-            lines.append(_explain(item))
-        if result.evidence and not result.failures:
-            lines.append(f"    {result.evidence.detail}")
+        lines.extend(f"    {line}" for line in explain_failure(result))
     for result in results:
-        wrong = [p for p in result.published if p.status is not PublishedStatus.OK]
+        wrong = published_problems(result)
         if wrong:
             lines.append("")
             lines.append(f"{result.environment} {result.repository}:{result.tag}: published date")
-            for published in wrong:
-                lines.append(f"    {published.source}: {published.status}: {published.detail}")
+            lines.extend(f"    {line}" for line in wrong)
     ok = len(results) - len(failed)
     lines.append("")
     lines.append(f"{ok} of {len(results)} image pulls verified, {len(failed)} failed")
     return "\n".join(lines) + "\n"
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` (UTF-8) so that readers see the old file or the new one,
+    never a part: a temporary file in the same folder, renamed over it."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        # mkstemp makes the file private; a report is as readable as any file the user makes.
+        os.chmod(temporary, 0o666 & ~umask)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
 class Progress:
     """A one-line counter on stderr, only when stderr is a terminal."""
 
-    def __init__(self, total: int, stream: TextIO = sys.stderr) -> None:
+    def __init__(self, total: int, stream: TextIO = sys.stderr, attempt: int = 1) -> None:
         self.total = total
         self.done = 0
         self.failed = 0
         self.stream = stream
         self.enabled = stream.isatty()
+        self.prefix = f"attempt {attempt}: " if attempt > 1 else ""
 
     def __call__(self, result: ImageResult) -> None:
         self.done += 1
         self.failed += not result.ok
         if self.enabled:
-            self.stream.write(f"\rprobing: {self.done}/{self.total} done, {self.failed} failed ")
+            self.stream.write(
+                f"\r{self.prefix}probing: {self.done}/{self.total} done, {self.failed} failed "
+            )
             self.stream.flush()
 
     def finish(self) -> None:
