@@ -162,7 +162,7 @@ def stat(title: str, targets: list[Json], *, description: str, **fields: Any) ->
         title,
         targets,
         w=fields.pop("w", 5),
-        h=5,
+        h=fields.pop("h", 5),
         description=description,
         options=options,
         **fields,
@@ -307,6 +307,133 @@ def overview() -> tuple[Json, tuple[Json, ...]]:
     )
 
 
+TIMELINE_CUSTOM = {
+    "fillOpacity": 80,
+    "hideFrom": {"legend": False, "tooltip": False, "viz": False},
+    "lineWidth": 0,
+}
+TIMELINE_OPTIONS = {
+    "alignValue": "left",
+    "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+    "mergeValues": True,
+    "rowHeight": 0.9,
+    "showValue": "auto",
+    "tooltip": {"mode": "single", "sort": "none"},
+}
+
+
+def diagnosis() -> tuple[Json, tuple[Json, ...]]:
+    control = "registry_canary_control_pull_success"
+    writes = "registry_canary_control_writes_total"
+    return row(
+        "Diagnosis",
+        panel(
+            "state-timeline",
+            "Diagnosis by environment and signature",
+            [
+                target(
+                    f"max by (environment, signature) (registry_canary_diagnosis{{{ENV}}})",
+                    "{{environment}} {{signature}}",
+                )
+            ],
+            w=12,
+            h=8,
+            description="What the canary makes of its results, one line per environment and"
+            " signature, red while it matches. legacy_data_unreadable: the control probe's fresh"
+            " image verifies while long-lived images fail with lost data, so metadata or"
+            " migration paths, not storage or the network (pages as"
+            " RegistryCanaryLegacyDataUnreadable); registry_down: everything fails, the control"
+            " too; storage_unreachable: only fetches redirected to storage fail; auth_broken:"
+            " only authentication fails.",
+            defaults={
+                "color": {"mode": "thresholds"},
+                "mappings": [mapping({"1": ("matches", "red"), "0": ("no", "green")})],
+                "thresholds": thresholds((None, "green"), (1, "red")),
+            },
+            custom=TIMELINE_CUSTOM,
+            options=TIMELINE_OPTIONS,
+        ),
+        panel(
+            "state-timeline",
+            "Control probe",
+            [target(f"min by (environment) ({control}{{{ENV}}})", "{{environment}}")],
+            w=12,
+            h=8,
+            description="Whether each environment's last control round pushed a fresh image and"
+            " pulled it back verified (with several canary replicas, red if any failed). Without"
+            " a verifying control the canary cannot tell lost old data from a broken registry."
+            " Runbook: RegistryCanaryControlFailing.",
+            defaults={
+                "color": {"mode": "thresholds"},
+                "mappings": [OK_FAILING],
+                "thresholds": thresholds((None, "red"), (1, "green")),
+            },
+            custom=TIMELINE_CUSTOM,
+            options=TIMELINE_OPTIONS,
+        ),
+        timeseries(
+            "Control step duration (p95)",
+            [
+                target(
+                    "histogram_quantile(0.95, sum by (le, environment, step) "
+                    f"({rate('registry_canary_control_duration_seconds_bucket', ENV)}))",
+                    "{{environment}} {{step}}",
+                )
+            ],
+            description="p95 of the push, pull and delete steps of control rounds, per"
+            " environment: a slow push or pull of fresh data is the write or read path itself.",
+            unit="s",
+        ),
+        timeseries(
+            "Control writes",
+            [
+                target(
+                    f"sum by (environment, operation, outcome) ({rate(writes, ENV)})",
+                    "{{environment}} {{operation}} {{outcome}}",
+                )
+            ],
+            description="Requests with which the control probe changed the registry, per"
+            " second, by operation and outcome: failed uploads or manifest puts say the push"
+            " step is what fails; unsupported deletes are a registry with deletes turned off.",
+            stacked=True,
+            unit="reqps",
+            overrides=[
+                override("byRegexp", "/ ok$/", color=fixed_color("green")),
+                override("byRegexp", "/ failed$/", color=fixed_color("red")),
+            ],
+        ),
+        panel(
+            "table",
+            "Tags off their pin",
+            [
+                target(
+                    f"min by ({ENTRY_LABELS}) "
+                    f"(registry_canary_tag_digest_matches_pin{{{ENTRY}}}) == 0",
+                    instant=True,
+                    table=True,
+                )
+            ],
+            w=8,
+            h=8,
+            description="Catalog tags that serve another manifest than their pinned digest, or"
+            " none: the tag was moved or deleted. Empty while every pinned tag serves its pin."
+            " Runbook: RegistryCanaryTagDigestDrift.",
+            defaults={"noValue": "every pinned tag serves its pin"},
+            custom={"align": "auto", "cellOptions": {"type": "auto"}, "filterable": True},
+            options={"cellHeight": "sm", "showHeader": True},
+            transformations=[
+                {
+                    "id": "organize",
+                    "options": {
+                        "excludeByName": {"Time": True, "Value": True},
+                        "indexByName": {"environment": 0, "repository": 1, "tag": 2},
+                    },
+                },
+            ],
+        ),
+    )
+
+
 def image_matrix() -> tuple[Json, tuple[Json, ...]]:
     return row(
         "Image pull success",
@@ -329,19 +456,8 @@ def image_matrix() -> tuple[Json, tuple[Json, ...]]:
                 "mappings": [OK_FAILING],
                 "thresholds": thresholds((None, "red"), (1, "green")),
             },
-            custom={
-                "fillOpacity": 80,
-                "hideFrom": {"legend": False, "tooltip": False, "viz": False},
-                "lineWidth": 0,
-            },
-            options={
-                "alignValue": "left",
-                "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
-                "mergeValues": True,
-                "rowHeight": 0.9,
-                "showValue": "auto",
-                "tooltip": {"mode": "single", "sort": "none"},
-            },
+            custom=TIMELINE_CUSTOM,
+            options=TIMELINE_OPTIONS,
         ),
     )
 
@@ -423,6 +539,95 @@ def latency() -> tuple[Json, tuple[Json, ...]]:
             description="Blob bytes received and verified per second.",
             stacked=True,
             unit="Bps",
+        ),
+    )
+
+
+def budget() -> tuple[Json, tuple[Json, ...]]:
+    verified = "registry_canary_budget_verified_bytes_total"
+    return row(
+        "Full verification budget",
+        timeseries(
+            "Verified bytes per hour vs budget",
+            [
+                target(
+                    f"sum by (environment) (increase({verified}{{{ENV}}}[1h]))",
+                    "{{environment}} verified (last hour)",
+                ),
+                target(
+                    f"max by (environment) (registry_canary_budget_bytes_per_hour{{{ENV}}})",
+                    "{{environment}} budget",
+                ),
+            ],
+            description="Layer bytes downloaded in full and verified over the last hour, against"
+            " the configured budget.bytes_per_hour (dashed). Well below the budget while layers"
+            " are overdue means the budgeted pulls are failing, not that the budget is small.",
+            unit="bytes",
+            overrides=[
+                override(
+                    "byRegexp",
+                    "/ budget$/",
+                    **{"custom.lineStyle": {"dash": [10, 10], "fill": "dash"}},
+                )
+            ],
+        ),
+        stat(
+            "Catalog bytes under budget",
+            [
+                target(
+                    f"max by (environment) (registry_canary_budget_catalog_bytes{{{ENV}}})",
+                    "{{environment}}",
+                )
+            ],
+            description="Bytes of the distinct layers under blob_check: budget, as measured from"
+            " the manifests: what must be verified in full once per full_verify_within.",
+            w=4,
+            h=8,
+            unit="bytes",
+            defaults={"color": {"fixedColor": "blue", "mode": "fixed"}},
+        ),
+        stat(
+            "Budget sufficient",
+            [
+                target(
+                    f"min by (environment) (registry_canary_budget_sufficient{{{ENV}}})",
+                    "{{environment}}",
+                )
+            ],
+            description="Whether the budget can verify every measured layer within"
+            " full_verify_within. Runbook: RegistryCanaryBudgetInsufficient.",
+            w=4,
+            h=8,
+            defaults={
+                "mappings": [mapping({"1": ("sufficient", "green"), "0": ("too small", "red")})],
+                "thresholds": thresholds((None, "red"), (1, "green")),
+            },
+        ),
+        timeseries(
+            "Oldest full verification vs full_verify_within",
+            [
+                target(
+                    "max by (environment) "
+                    f"(registry_canary_budget_oldest_full_verification_age_seconds{{{ENV}}})",
+                    "{{environment}} oldest",
+                ),
+                target(
+                    "max by (environment) "
+                    f"(registry_canary_budget_full_verify_within_seconds{{{ENV}}})",
+                    "{{environment}} full_verify_within",
+                ),
+            ],
+            description="Age of the oldest full verification among the budgeted layers (a layer"
+            " never verified counts from when it was first seen), against full_verify_within"
+            " (dashed). Above it for 30 minutes: RegistryCanaryFullVerificationOverdue.",
+            unit="s",
+            overrides=[
+                override(
+                    "byRegexp",
+                    "/ full_verify_within$/",
+                    **{"custom.lineStyle": {"dash": [10, 10], "fill": "dash"}},
+                )
+            ],
         ),
     )
 
@@ -559,13 +764,16 @@ def dashboard() -> Json:
             ]
         },
         "description": "Synthetic pulls of long-lived images by registry-canary: which images"
-        " fail, where and since when, blob fetch outcomes, latency and published dates.",
+        " fail, where and since when, the canary's diagnosis and control probe, blob fetch"
+        " outcomes, latency, the full verification budget and published dates.",
         "editable": True,
         "fiscalYearStartMonth": 0,
         "graphTooltip": 1,
         "id": None,
         "links": [],
-        "panels": layout([overview(), image_matrix(), fetches(), latency(), published()]),
+        "panels": layout(
+            [overview(), diagnosis(), image_matrix(), fetches(), latency(), budget(), published()]
+        ),
         "refresh": "1m",
         "schemaVersion": 39,
         "tags": ["registry-canary"],

@@ -16,7 +16,12 @@ pytestmark = pytest.mark.registry  # promtool and Alertmanager come from `make s
 
 RULES = REPO_ROOT / "config" / "prometheus" / "rules.yml"
 RULE_TESTS = REPO_ROOT / "tests" / "rules"
-TEST_FILES = ["blob_unknown.test.yml", "canary_health.test.yml", "pulls_and_slo.test.yml"]
+TEST_FILES = [
+    "blob_unknown.test.yml",
+    "canary_health.test.yml",
+    "diagnosis.test.yml",
+    "pulls_and_slo.test.yml",
+]
 # How every test file names the shipped rules: promtool resolves it from the test file's directory.
 RULES_REFERENCE = "../../config/prometheus/rules.yml"
 
@@ -49,6 +54,41 @@ BREAKAGES = [
         "            > 10 * (1 - scalar(registry_canary:pull_success:objective))\n          and",
         "RegistryCanaryErrorBudgetBurn",
         id="burn-rate-factor",
+    ),
+    pytest.param(
+        "diagnosis.test.yml",
+        '{signature="legacy_data_unreadable"}) == 1\n',
+        '{signature="legacy_data_unreadable"}) > 1\n',
+        "RegistryCanaryLegacyDataUnreadable",
+        id="legacy-data-unreadable-threshold",
+    ),
+    pytest.param(
+        "diagnosis.test.yml",
+        "expr: registry_canary_control_pull_success == 0\n        for: 10m\n",
+        "expr: registry_canary_control_pull_success == 0\n        for: 9m\n",
+        "RegistryCanaryControlFailing",
+        id="control-failing-for",
+    ),
+    pytest.param(
+        "diagnosis.test.yml",
+        "(registry_canary_tag_digest_matches_pin) == 0\n        for: 15m\n",
+        "(registry_canary_tag_digest_matches_pin) == 0\n        for: 14m\n",
+        "RegistryCanaryTagDigestDrift",
+        id="tag-digest-drift-for",
+    ),
+    pytest.param(
+        "diagnosis.test.yml",
+        "expr: registry_canary_budget_sufficient == 0\n        for: 1h\n",
+        "expr: registry_canary_budget_sufficient == 0\n        for: 59m\n",
+        "RegistryCanaryBudgetInsufficient",
+        id="budget-insufficient-for",
+    ),
+    pytest.param(
+        "diagnosis.test.yml",
+        "            > registry_canary_budget_full_verify_within_seconds\n",
+        "            >= registry_canary_budget_full_verify_within_seconds\n",
+        "RegistryCanaryFullVerificationOverdue",
+        id="full-verification-overdue-comparison",
     ),
 ]
 

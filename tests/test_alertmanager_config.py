@@ -104,6 +104,83 @@ def error_budget_burn(environment: str, severity: str) -> tuple[dict[str, str], 
     )
 
 
+def legacy_data_unreadable(environment: str) -> tuple[dict[str, str], dict[str, str]]:
+    return rule_alert(
+        "RegistryCanaryLegacyDataUnreadable",
+        f"{environment}: previously pushed images are unreadable, fresh pushes work",
+        environment=environment,
+        severity="page",
+    )
+
+
+def tag_digest_drift(environment: str, repository: str) -> tuple[dict[str, str], dict[str, str]]:
+    return rule_alert(
+        "RegistryCanaryTagDigestDrift",
+        f"{repository}:v1 in {environment} no longer serves its pinned digest",
+        environment=environment,
+        repository=repository,
+        tag="v1",
+        severity="ticket",
+    )
+
+
+def published_date_invalid(
+    environment: str, repository: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    return rule_alert(
+        "RegistryCanaryPublishedDateInvalid",
+        f"{repository}:v1 in {environment} has no valid published date",
+        environment=environment,
+        repository=repository,
+        tag="v1",
+        source="config",
+        severity="ticket",
+    )
+
+
+def budget_insufficient(environment: str) -> tuple[dict[str, str], dict[str, str]]:
+    return rule_alert(
+        "RegistryCanaryBudgetInsufficient",
+        f"{environment}: the full verification budget is too small for the catalog",
+        environment=environment,
+        job="registry-canary",
+        instance="canary:9321",
+        severity="ticket",
+    )
+
+
+def full_verification_overdue(environment: str) -> tuple[dict[str, str], dict[str, str]]:
+    return rule_alert(
+        "RegistryCanaryFullVerificationOverdue",
+        f"{environment}: a budgeted layer is overdue for full verification",
+        environment=environment,
+        job="registry-canary",
+        instance="canary:9321",
+        severity="ticket",
+    )
+
+
+def legacy_outage() -> list[tuple[dict[str, str], dict[str, str]]]:
+    """prod cannot read its old data while fresh pushes verify, so every repository's blobs are
+    unknown (Widespread too) and its tickets follow: a pull failing, a date invalid, a tag off
+    its pin. staging loses blobs in two repositories without that diagnosis and has a failing
+    pull of its own; prod's budget is too small, so a layer is overdue, and staging's is
+    overdue without that explanation. Sources of inhibition come first."""
+    return [
+        legacy_data_unreadable("prod"),
+        widespread("prod", len(PROD_REPOSITORIES)),
+        *(blob_unknown("prod", repository) for repository in PROD_REPOSITORIES),
+        *(blob_unknown("staging", repository) for repository in STAGING_REPOSITORIES),
+        pull_failing("prod", PROD_REPOSITORIES[0]),
+        published_date_invalid("prod", PROD_REPOSITORIES[1]),
+        tag_digest_drift("prod", PROD_REPOSITORIES[2]),
+        pull_failing("staging", "y"),
+        budget_insufficient("prod"),
+        full_verification_overdue("prod"),
+        full_verification_overdue("staging"),
+    ]
+
+
 def outage() -> list[tuple[dict[str, str], dict[str, str]]]:
     """prod loses its blobs everywhere, staging in two repositories; prod/x's pulls fail for
     another reason, and prod's first repository also fails its pulls (explained by its page).
@@ -178,6 +255,50 @@ def test_shipped_config_holds_no_secret() -> None:
         (
             ["severity=page", "environment=prod", "alertname=RegistryCanaryBlobUnknownWidespread"],
             PAGERDUTY_RECEIVER,
+        ),
+        (
+            ["severity=page", "environment=prod", "alertname=RegistryCanaryLegacyDataUnreadable"],
+            PAGERDUTY_RECEIVER,
+        ),
+        (
+            [
+                "severity=ticket",
+                "environment=prod",
+                "alertname=RegistryCanaryControlFailing",
+                "job=registry-canary",
+                "instance=canary:9321",
+            ],
+            TICKET_RECEIVER,
+        ),
+        (
+            [
+                "severity=ticket",
+                "environment=prod",
+                "alertname=RegistryCanaryTagDigestDrift",
+                "repository=x",
+                "tag=v1",
+            ],
+            TICKET_RECEIVER,
+        ),
+        (
+            [
+                "severity=ticket",
+                "environment=prod",
+                "alertname=RegistryCanaryBudgetInsufficient",
+                "job=registry-canary",
+                "instance=canary:9321",
+            ],
+            TICKET_RECEIVER,
+        ),
+        (
+            [
+                "severity=ticket",
+                "environment=prod",
+                "alertname=RegistryCanaryFullVerificationOverdue",
+                "job=registry-canary",
+                "instance=canary:9321",
+            ],
+            TICKET_RECEIVER,
         ),
         (
             [
@@ -405,4 +526,120 @@ def test_inhibited_alerts_show_as_suppressed(alertmanager: AlertmanagerServer) -
         ("RegistryCanaryBlobUnknownWidespread", "prod", None),
         ("RegistryCanaryErrorBudgetBurn", "prod", None),
         ("RegistryCanaryPullFailing", "prod", "x"),
+    ]
+
+
+def test_legacy_data_unreadable_pages_once_naming_the_cause(
+    alertmanager: AlertmanagerServer, receiver: NotificationReceiver
+) -> None:
+    """In prod, LegacyDataUnreadable with Widespread and 30 BlobUnknown is one PagerDuty trigger
+    titled by the cause, holding that one alert; prod's tickets wait, staging pages and tickets
+    as before, and resolving sends the resolve of the same incident."""
+    started = datetime.now(UTC)
+    alertmanager.post_alerts(as_alerts(legacy_outage(), started, started + timedelta(hours=1)))
+
+    receiver.wait_for(PAGERDUTY_PATH, 2, timeout=DELIVERY_SECONDS)
+    triggers = receiver.expect_no_more(PAGERDUTY_PATH, 2, QUIET_SECONDS)
+    assert [t["event_action"] for t in triggers] == ["trigger", "trigger"], triggers
+    by_environment = {t["payload"]["group"]: t for t in triggers}
+    assert set(by_environment) == {"prod", "staging"}, triggers
+
+    prod = by_environment["prod"]["payload"]
+    assert prod["summary"] == (
+        "[FIRING] prod: previously pushed images are unreadable, fresh pushes work"
+    ), prod
+    details = prod["custom_details"]
+    assert details["num_firing"] == "1", details  # Widespread and the 30 BlobUnknown inhibited
+    assert details["alerts"].startswith("RegistryCanaryLegacyDataUnreadable: "), details
+    assert "RegistryCanaryBlobUnknown" not in details["alerts"], details
+    assert by_environment["prod"]["links"] == [
+        {"href": RUNBOOK + "registrycanarylegacydataunreadable", "text": "Runbook"}
+    ]
+    staging = by_environment["staging"]["payload"]
+    assert staging["summary"].startswith("[FIRING] canary/alpine in staging: "), staging
+    assert staging["custom_details"]["num_firing"] == "2", staging
+
+    # Of the tickets, staging's pull and overdue layer reach the webhook; prod's are explained
+    # by the page or by its insufficient budget, which is a ticket of its own.
+    tickets = receiver.wait_for(WEBHOOK_PATH, 3, timeout=DELIVERY_SECONDS)
+    tickets = receiver.expect_no_more(WEBHOOK_PATH, 3, QUIET_SECONDS)
+    assert sorted(
+        (t["groupLabels"]["environment"], t["groupLabels"]["alertname"], len(t["alerts"]))
+        for t in tickets
+    ) == [
+        ("prod", "RegistryCanaryBudgetInsufficient", 1),
+        ("staging", "RegistryCanaryFullVerificationOverdue", 1),
+        ("staging", "RegistryCanaryPullFailing", 1),
+    ], tickets
+
+    resolved = datetime.now(UTC) - timedelta(seconds=1)
+    pages = [legacy_data_unreadable("prod"), widespread("prod", len(PROD_REPOSITORIES))]
+    pages += [blob_unknown("prod", repository) for repository in PROD_REPOSITORIES]
+    alertmanager.post_alerts(as_alerts(pages, started, resolved))
+    receiver.wait_for(PAGERDUTY_PATH, 3, timeout=DELIVERY_SECONDS)
+    [resolve] = receiver.expect_no_more(PAGERDUTY_PATH, 3, QUIET_SECONDS)[2:]
+    assert resolve["event_action"] == "resolve", resolve
+    assert resolve["dedup_key"] == by_environment["prod"]["dedup_key"]
+
+
+def test_legacy_data_unreadable_inhibits_what_it_explains(
+    alertmanager: AlertmanagerServer,
+) -> None:
+    """Under LegacyDataUnreadable, Widespread, every BlobUnknown and the pull, date and pin
+    tickets of its environment are suppressed naming it; under an insufficient budget the
+    overdue verification of its environment. Nothing of staging is."""
+    now = datetime.now(UTC)
+    pairs = legacy_outage()
+    alertmanager.post_alerts(as_alerts(pairs, now - timedelta(minutes=1), now + timedelta(hours=1)))
+
+    def everything() -> list[dict[str, Any]]:
+        held = alertmanager.alerts(active_only=False)
+        assert len(held) == len(pairs), held
+        return held
+
+    fingerprints = {
+        json.dumps(item["labels"], sort_keys=True): item["fingerprint"]
+        for item in eventually(everything, timeout=DELIVERY_SECONDS)
+    }
+
+    def fingerprint(labels: dict[str, str]) -> str:
+        return str(fingerprints[json.dumps(labels, sort_keys=True)])
+
+    legacy = [fingerprint(legacy_data_unreadable("prod")[0])]
+    explained = [
+        widespread("prod", len(PROD_REPOSITORIES)),
+        *(blob_unknown("prod", repository) for repository in PROD_REPOSITORIES),
+        pull_failing("prod", PROD_REPOSITORIES[0]),
+        published_date_invalid("prod", PROD_REPOSITORIES[1]),
+        tag_digest_drift("prod", PROD_REPOSITORIES[2]),
+    ]
+    expected_inhibitors = {fingerprint(labels): legacy for labels, _ in explained}
+    expected_inhibitors[fingerprint(full_verification_overdue("prod")[0])] = [
+        fingerprint(budget_insufficient("prod")[0])
+    ]
+
+    def settled() -> None:
+        found = {
+            item["fingerprint"]: item["status"]["inhibitedBy"]
+            for item in everything()
+            if item["status"]["state"] == "suppressed"
+        }
+        assert found == expected_inhibitors
+
+    eventually(settled, timeout=DELIVERY_SECONDS)
+    active = sorted(
+        (
+            item["labels"]["alertname"],
+            item["labels"]["environment"],
+            item["labels"].get("repository"),
+        )
+        for item in alertmanager.alerts()
+    )
+    assert active == [
+        ("RegistryCanaryBlobUnknown", "staging", "canary/alpine"),
+        ("RegistryCanaryBlobUnknown", "staging", "canary/busybox"),
+        ("RegistryCanaryBudgetInsufficient", "prod", None),
+        ("RegistryCanaryFullVerificationOverdue", "staging", None),
+        ("RegistryCanaryLegacyDataUnreadable", "prod", None),
+        ("RegistryCanaryPullFailing", "staging", "y"),
     ]
