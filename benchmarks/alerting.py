@@ -33,7 +33,7 @@ from common import BenchError, images_main, verdict
 from prometheus_client import CollectorRegistry
 
 from canary.alertmanager import Notifier
-from canary.config import Alertmanager, Target, parse_config
+from canary.config import Target, parse_config
 from canary.metrics import Metrics
 from canary.results import (
     BlobKind,
@@ -45,6 +45,7 @@ from canary.results import (
     PublishedResult,
     PublishedStatus,
 )
+from canary.servers import Alertmanager
 from canary.sinks.alerts import AlertSink
 from canary.sinks.metrics import MetricsSink
 from canary.testbed import free_port

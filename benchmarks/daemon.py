@@ -68,7 +68,8 @@ from common import (
 from canary.config import Image
 from canary.registry.media import ACCEPT
 from canary.schema import parse_duration
-from canary.seed import parse_size, synthesize
+from canary.schema import parse_size
+from canary.seed import synthesize
 from canary.testbed import LocalRegistry, free_port, start_registry
 
 OUTPUT = REPO_ROOT / ".bench" / "daemon.json"

@@ -52,7 +52,7 @@ from common import (
     verdict,
 )
 
-from canary.seed import parse_size
+from canary.schema import parse_size
 from canary.testbed import LocalRegistry, start_registry
 
 OUTPUT = REPO_ROOT / ".bench" / "pull.json"

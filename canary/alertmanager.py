@@ -14,11 +14,11 @@ from typing import Any
 
 import aiohttp
 
-from canary.config import Alertmanager
 from canary.metrics import Metrics
 from canary.registry.auth import basic_header
 from canary.registry.client import USER_AGENT, ssl_context
 from canary.registry.errors import safe_url
+from canary.servers import Alertmanager
 
 Labels = tuple[tuple[str, str], ...]
 API_PATH = "/api/v2/alerts"

@@ -46,7 +46,36 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="only this environment (repeatable; default all)",
     )
-    probe.add_argument("--format", choices=("text", "json"), default="text")
+    probe.add_argument(
+        "--format",
+        choices=("text", "json", "junit"),
+        default="text",
+        help="text: a table; json: every detail; junit: JUnit XML for CI test reports",
+    )
+    probe.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write the report to FILE, replaced atomically; the text table still goes to "
+        "stdout for the json and junit formats",
+    )
+    gate = probe.add_mutually_exclusive_group()
+    gate.add_argument(
+        "--require-all",
+        action="store_true",
+        help="exit 1 if any pull failed (the default)",
+    )
+    gate.add_argument(
+        "--max-failures",
+        type=int,
+        metavar="N",
+        help="exit 0 when at most N pulls failed",
+    )
+    probe.add_argument(
+        "--wait-until-healthy",
+        metavar="DURATION",
+        help="while the gate fails, probe the failed images again (backing off from 2s to 30s) "
+        "until it passes or DURATION, such as 5m, is up",
+    )
 
     run = commands.add_parser("run", help="probe the catalog forever and serve metrics")
     run.add_argument(
@@ -82,6 +111,12 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate a catalog file; exit 2 if invalid")
     check.add_argument("file")
+    check.add_argument(
+        "--measure",
+        action="store_true",
+        help="also read the manifests of images under blob_check: budget and say whether each "
+        "budget can fully verify their layers within full_verify_within",
+    )
 
     seed = commands.add_parser(
         "seed", help="push synthetic images for entries an environment lacks, and print their pins"
@@ -114,18 +149,96 @@ def _environments(config: Config, names: Sequence[str]) -> tuple[str, ...]:
 
 
 def _probe(args: argparse.Namespace) -> int:
+    from canary.schema import parse_duration
+
+    max_failures = args.max_failures if args.max_failures is not None else 0
+    if max_failures < 0:
+        raise _UsageError(f"--max-failures: {max_failures} is negative; give 0 or more")
+    wait = None
+    if args.wait_until_healthy is not None:
+        try:
+            wait = parse_duration(args.wait_until_healthy)
+        except ValueError as exc:
+            raise _UsageError(f"--wait-until-healthy: {exc}") from None
+    output = Path(args.output) if args.output else None
+    if output is not None and not output.parent.is_dir():
+        raise _UsageError(f"--output: {output.parent} is not a folder")
+
     from canary.config import load_config
+    from canary.junit import render_junit
     from canary.probe import probe_catalog
-    from canary.report import Progress, render_json, render_text
+    from canary.report import (
+        Attempts,
+        Key,
+        Progress,
+        render_json,
+        render_text,
+        result_key,
+        write_atomically,
+    )
+    from canary.results import ImageResult
 
     config = load_config(args.config)
     environments = _environments(config, args.environment)
-    total = sum(1 for _ in config.targets(environments))
-    progress = Progress(total)
-    results = asyncio.run(probe_catalog(config, environments, on_result=progress))
-    progress.finish()
-    sys.stdout.write(render_json(results) + "\n" if args.format == "json" else render_text(results))
-    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+    def passes(results: Sequence[ImageResult]) -> bool:
+        return sum(not r.ok for r in results) <= max_failures
+
+    async def probe() -> tuple[list[ImageResult], dict[Key, int]]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (wait or 0.0)
+        progress = Progress(sum(1 for _ in config.targets(environments)))
+        try:
+            first = await probe_catalog(config, environments, on_result=progress)
+        finally:
+            progress.finish()
+        final = {result_key(r): r for r in first}
+        attempts = dict.fromkeys(final, 1)
+        attempt, pause = 1, 2.0
+        while wait is not None and not passes(list(final.values())):
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            failing = {key for key, result in final.items() if not result.ok}
+            delay = min(pause, left)
+            attempt += 1
+            images = "image" if len(failing) == 1 else "images"
+            print(
+                f"attempt {attempt} of the {len(failing)} failing {images} in {delay:.3g}s "
+                f"({left:.0f}s left to wait)",
+                file=sys.stderr,
+                flush=True,
+            )
+            await asyncio.sleep(delay)
+            pause = min(pause * 2, 30.0)
+            progress = Progress(len(failing), attempt=attempt)
+            try:
+                again = await probe_catalog(config, environments, on_result=progress, only=failing)
+            finally:
+                progress.finish()
+            for result in again:
+                final[result_key(result)] = result
+                attempts[result_key(result)] += 1
+        return list(final.values()), attempts
+
+    results, counted = asyncio.run(probe())
+    attempts: Attempts | None = counted if wait is not None else None
+    if args.format == "json":
+        report = render_json(results, attempts) + "\n"
+    elif args.format == "junit":
+        report = render_junit(results, attempts)
+    else:
+        report = render_text(results, attempts)
+    if output is None:
+        sys.stdout.write(report)
+    else:
+        try:
+            write_atomically(output, report)
+        except OSError as exc:
+            raise _UsageError(f"--output: cannot write {output}: {exc.strerror or exc}") from None
+        if args.format != "text":
+            sys.stdout.write(render_text(results, attempts))
+    return EXIT_OK if passes(results) else EXIT_FAILED
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -183,13 +296,39 @@ def _check_config(args: argparse.Namespace) -> int:
         f"{args.file}: valid: {len(config.environments)} environments, "
         f"{len(config.images)} images, {pairs} probes per round{alerting}"
     )
+    if args.measure:
+        return _measure(args.file, config)
     return EXIT_OK
+
+
+def _measure(source: str, config: Config) -> int:
+    """The budget check that needs the registry: the layers' sizes come from the manifests."""
+    from canary.budget import format_bytes
+    from canary.config import ConfigError
+    from canary.sizing import budget_problems, measure
+
+    measured = asyncio.run(measure(config))
+    for found in measured:
+        print(
+            f"{found.environment}: {len(found.layers)} layers under blob_check: budget, "
+            f"{format_bytes(found.catalog_bytes)} in all, the largest "
+            f"{format_bytes(found.largest)}"
+        )
+        for problem in found.unreadable:
+            print(f"  not measured: {problem}", file=sys.stderr)
+    if not measured:
+        print("no image is under blob_check: budget: nothing to measure")
+    problems = budget_problems(config, measured)
+    if problems:
+        raise ConfigError(source, problems)
+    return EXIT_FAILED if any(found.unreadable for found in measured) else EXIT_OK
 
 
 def _seed(args: argparse.Namespace) -> int:
     from canary.config import load_config
     from canary.registry.client import RegistryClient
-    from canary.seed import parse_size, render_pins, seed
+    from canary.schema import parse_size
+    from canary.seed import render_pins, seed
 
     config = load_config(args.config)
     _environments(config, [args.environment])

@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -25,15 +25,13 @@ from pydantic import (
 
 from canary.schema import (
     Auth,
-    BasicAuth,
+    ByteSize,
     Duration,
     Model,
-    Secret,
     base_dir,
     existing_file,
-    secret_from_env,
-    secret_from_file,
 )
+from canary.servers import Alerting, GitLab, http_url
 
 # Reference grammar from distribution's reference package (reference/regexp.go).
 _NAME_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
@@ -64,6 +62,18 @@ class BlobCheck(StrEnum):
     GET = "get"
     RANGE = "range"
     HEAD = "head"
+    # HEAD every layer every round; full verified downloads rotate within `budget`.
+    BUDGET = "budget"
+
+
+def _pattern(regex: re.Pattern[str], what: str) -> BeforeValidator:
+    def check(value: object) -> object:
+        # fullmatch: `$` alone would let a trailing newline through.
+        if isinstance(value, str) and not regex.fullmatch(value):
+            raise ValueError(f"{value!r} is not a valid {what}")
+        return value
+
+    return BeforeValidator(check)
 
 
 def _platforms(value: object) -> object:
@@ -82,6 +92,23 @@ def _platforms(value: object) -> object:
 Platforms = Annotated[Literal["all"] | tuple[str, ...], BeforeValidator(_platforms)]
 
 
+class Budget(Model):
+    """How many layer bytes an environment may download for full verification, and how stale a
+    full verification may get; every other layer fetch of a round is a HEAD."""
+
+    bytes_per_hour: ByteSize
+    full_verify_within: Duration = 86400.0
+
+
+class Control(Model):
+    """A repository the canary may write to: each round it pushes a fresh image, pulls it back
+    and deletes it, to tell "old data unreadable" from "registry broken"."""
+
+    repository: Annotated[str, _pattern(REPOSITORY_RE, "repository name")]
+    interval: Duration | None = None  # default: the environment's interval
+    timeout: Duration | None = None  # default: the environment's timeout
+
+
 class Defaults(Model):
     interval: Duration = 60.0
     timeout: Duration = 30.0
@@ -95,6 +122,8 @@ class Defaults(Model):
     published_tolerance: Duration = 1.0
     # A published date younger than this is a default, not a real one (catalog images are old).
     min_age: Duration | None = None
+    # For blob_check: budget, unless the environment sets its own.
+    budget: Budget | None = None
 
 
 class PublishedSource(StrEnum):
@@ -103,49 +132,6 @@ class PublishedSource(StrEnum):
     CONFIG = "config"  # the config blob's `created`
     GITLAB_API = "gitlab_api"  # GitLab REST: the tag's `created_at`
     GITLAB_REGISTRY_API = "gitlab_registry_api"  # the registry's /gitlab/v1 tag list
-
-
-def _gitlab_url(value: object) -> str:
-    parts = _http_url(value, "https://gitlab.example.com", "token_env or token_file")
-    if parts.query or parts.fragment:
-        raise ValueError(f"{_shown(str(value))}: give GitLab's base URL, without a query")
-    return str(value).rstrip("/")
-
-
-class GitLab(Model):
-    """The GitLab instance whose REST API serves an environment's tag dates."""
-
-    # Its base URL, with the relative URL root if GitLab has one (the /api/v4 is implied).
-    url: Annotated[str, BeforeValidator(_gitlab_url)]
-    token_env: Secret | None = None
-    token_file: Secret | None = None
-    token: None = None  # present only to refuse an inline token with a clear reason
-    timeout: Duration = 10.0
-    tls_verify: bool = True
-    ca_file: Path | None = None
-
-    _read_env = field_validator("token_env", mode="before")(secret_from_env)
-    _read_file = field_validator("token_file", mode="before")(secret_from_file)
-    _ca_exists = field_validator("ca_file", mode="after")(existing_file)
-
-    @field_validator("token", mode="before")
-    @classmethod
-    def _no_inline_token(cls, value: object) -> None:
-        raise ValueError("secrets may not be written in the config; use token_env or token_file")
-
-    @model_validator(mode="after")
-    def _check(self) -> GitLab:
-        if (self.token_env is None) == (self.token_file is None):
-            raise ValueError("give exactly one of token_env or token_file")
-        if self.ca_file is not None and not self.tls_verify:
-            raise ValueError("ca_file has no use with tls_verify: false")
-        return self
-
-    @property
-    def secret(self) -> SecretStr:
-        token = self.token_env or self.token_file
-        assert token is not None  # _check rules out anything else
-        return token.value
 
 
 def _sources(value: object) -> object:
@@ -159,38 +145,8 @@ def _sources(value: object) -> object:
     raise ValueError("published_sources is a list such as [config, gitlab_api]")
 
 
-def _shown(value: str) -> str:
-    """A URL as an error message may repeat it: without user info, query or fragment."""
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return "the URL"
-    netloc = parts.netloc.rpartition("@")[2]
-    return repr(f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else netloc + parts.path)
-
-
-def _http_url(value: object, example: str, credentials: str) -> SplitResult:
-    """An http(s) URL with a host and a valid port, without credentials (`credentials` says
-    where they go instead). Messages never repeat user info or a query: they may be secrets."""
-    if not isinstance(value, str):
-        raise ValueError(f"url is a string such as {example}")
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        raise ValueError(f"{_shown(value)} is not a URL such as {example}") from None
-    if parts.username is not None or parts.password is not None:
-        raise ValueError(f"credentials may not be written in the URL; use {credentials}")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{_shown(value)} is not an http(s) URL such as {example}")
-    try:
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        raise ValueError(f"{_shown(value)} has an invalid port") from None
-    return parts
-
-
 def _registry_url(value: object) -> str:
-    parts = _http_url(value, "https://registry.example.com", "auth")
+    parts = http_url(value, "https://registry.example.com", "auth")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError("url is the registry's origin only, without a path (the /v2/ is implied)")
     return f"{parts.scheme}://{parts.netloc}"
@@ -209,6 +165,8 @@ class Environment(Model):
         PublishedSource.CONFIG,
     )
     gitlab: GitLab | None = None
+    control: Control | None = None
+    budget: Budget | None = None
 
     _ca_exists = field_validator("ca_file", mode="after")(existing_file)
 
@@ -232,16 +190,6 @@ class Environment(Model):
         if self.auth.docker_config is not None:
             return self.auth.docker_config.lookup(self.url)
         return self.auth.pair()
-
-
-def _pattern(regex: re.Pattern[str], what: str) -> BeforeValidator:
-    def check(value: object) -> object:
-        # fullmatch: `$` alone would let a trailing newline through.
-        if isinstance(value, str) and not regex.fullmatch(value):
-            raise ValueError(f"{value!r} is not a valid {what}")
-        return value
-
-    return BeforeValidator(check)
 
 
 def _aware(value: datetime) -> datetime:
@@ -288,6 +236,7 @@ class Target:
     suspect_interval: float
     published_tolerance: float = 1.0
     min_age: float | None = None
+    budget: Budget | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -338,78 +287,6 @@ class Daemon(Model):
         if not found:
             raise ValueError(f"the folder of {path} does not exist")
         return path
-
-
-def _alertmanager_urls(value: object) -> object:
-    urls = [value] if isinstance(value, str) else value
-    if not isinstance(urls, list | tuple) or not urls:
-        raise ValueError("url is an Alertmanager URL, or a list of them (one per HA replica)")
-    cleaned = []
-    for url in urls:
-        parts = _http_url(url, "http://alertmanager:9093", "auth")
-        if parts.query or parts.fragment:
-            shown = _shown(str(url))
-            raise ValueError(f"{shown}: give the Alertmanager's base URL, without a query")
-        cleaned.append(str(url).rstrip("/"))
-    if len(set(cleaned)) != len(cleaned):
-        raise ValueError("an Alertmanager URL is listed more than once")
-    return tuple(cleaned)
-
-
-_LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-# Labels the alert itself sets; an external label may not override them.
-ALERT_LABELS = frozenset({"alertname", "environment", "repository", "severity"})
-
-
-def _external_labels(value: object) -> object:
-    if not isinstance(value, dict):
-        raise ValueError("external_labels maps label names to values")
-    for name, label in value.items():
-        if not isinstance(name, str) or not _LABEL_NAME_RE.match(name) or name.startswith("__"):
-            raise ValueError(f"{name!r} is not a valid Prometheus label name")
-        if name in ALERT_LABELS:
-            raise ValueError(f"{name!r} is set by the alert itself")
-        if not isinstance(label, str) or not label:
-            raise ValueError(f"the value of {name!r} must be a non-empty string")
-    return value
-
-
-class Alertmanager(Model):
-    """Where the daemon posts its own alerts (API v2), independent of Prometheus."""
-
-    url: Annotated[tuple[str, ...], BeforeValidator(_alertmanager_urls)]
-    # Firing alerts are posted again this often; each expires after 3 of these if not renewed.
-    resend_interval: Duration = 60.0
-    timeout: Duration = 10.0
-    auth: BasicAuth | None = None
-    tls_verify: bool = True
-    ca_file: Path | None = None
-
-    _ca_exists = field_validator("ca_file", mode="after")(existing_file)
-
-    @field_validator("resend_interval", mode="after")
-    @classmethod
-    def _not_too_often(cls, value: float) -> float:
-        if value < 1.0:
-            raise ValueError("resend_interval is at least 1s")
-        return value
-
-    @model_validator(mode="after")
-    def _check(self) -> Alertmanager:
-        if self.ca_file is not None and not self.tls_verify:
-            raise ValueError("ca_file has no use with tls_verify: false")
-        return self
-
-
-class Alerting(Model):
-    alertmanager: Alertmanager | None = None
-    # Set these to Prometheus's external_labels, so that Alertmanager sees the daemon's alert
-    # and the rule's as one.
-    external_labels: Annotated[dict[str, str], BeforeValidator(_external_labels)] = Field(
-        default_factory=dict
-    )
-    # The "source" link of each alert, such as the canary's status page as users reach it.
-    generator_url: str | None = None
 
 
 class Config(Model):
@@ -470,7 +347,17 @@ class Config(Model):
                     suspect_interval=min(self.defaults.suspect_interval or interval / 4, interval),
                     published_tolerance=self.defaults.published_tolerance,
                     min_age=self.defaults.min_age,
+                    budget=env.budget or self.defaults.budget,
                 )
+
+    def control_settings(self, environment: Environment) -> tuple[float, float] | None:
+        """(interval, timeout) of the environment's control probe, or None when it has none."""
+        control = environment.control
+        if control is None:
+            return None
+        interval = control.interval or environment.interval or self.defaults.interval
+        timeout = control.timeout or environment.timeout or self.defaults.timeout
+        return interval, timeout
 
 
 class _Loader(yaml.SafeLoader):
@@ -502,7 +389,7 @@ def parse_config(
         )
     context = {"environ": os.environ if environ is None else environ, "base_dir": base_dir}
     try:
-        return Config.model_validate(document, context=context)
+        config = Config.model_validate(document, context=context)
     except ValidationError as exc:
         problems = []
         for error in exc.errors(include_url=False):
@@ -510,6 +397,42 @@ def parse_config(
             message = message.removeprefix("Value error, ")
             problems.append((_location(error["loc"]), message))
         raise ConfigError(source, problems) from None
+    problems = _placement_problems(config)
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def _placement_problems(config: Config) -> list[tuple[str, str]]:
+    """Rules that span environments and images, each said at the key to change."""
+    problems = []
+    for position, env in enumerate(config.environments):
+        images = [t.image for t in config.targets((env.name,))]
+        control = env.control
+        if control is not None and any(i.repository == control.repository for i in images):
+            problems.append(
+                (
+                    f"environments.{position}.control.repository",
+                    f"{control.repository} holds catalog images; the control probe writes and "
+                    "deletes, so give it a repository of its own",
+                )
+            )
+        budgeted = [i for i in images if (i.blob_check or config.defaults.blob_check) == "budget"]
+        if budgeted and env.budget is None and config.defaults.budget is None:
+            image = budgeted[0]
+            where = (
+                f"images.{config.images.index(image)}.blob_check"
+                if image.blob_check
+                else "defaults.blob_check"
+            )
+            problems.append(
+                (
+                    where,
+                    f"budget needs bytes_per_hour: set environments.{position}.budget or "
+                    "defaults.budget",
+                )
+            )
+    return problems
 
 
 def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> Config:

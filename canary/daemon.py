@@ -14,18 +14,24 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from canary import __version__
 from canary.alertmanager import Notifier
-from canary.config import Config, ConfigError, load_config, split_listen
+from canary.budget import BlobBudget
+from canary.config import Budget, Config, ConfigError, load_config, split_listen
+from canary.consistency import differences
 from canary.logconfig import configure_logging, get_logger
 from canary.metrics import Metrics
 from canary.published.seen import FirstSeen
 from canary.schedule import ProbeScheduler
 from canary.shard import Shard
-from canary.sinks import Sink
+from canary.sinks import ControlSink, Sink
 from canary.sinks.alerts import AlertSink
+from canary.sinks.diagnosis import DiagnosisSink
 from canary.sinks.logs import LogSink
 from canary.sinks.metrics import MetricsSink
 from canary.sinks.state import StateSink
+from canary.sizing import budget_key
 from canary.web import make_app, serve
+
+HOUSEKEEPING_SECONDS = 5.0
 
 
 def _catalog_size(config: Config, shard: Shard | None) -> dict[str, Any]:
@@ -59,9 +65,12 @@ class Daemon:
         self.metrics = Metrics(self.registry)
         self.state = StateSink()
         self.alerts = AlertSink()
+        self.metrics_sink = MetricsSink(self.metrics)
+        self.log = get_logger()
+        self.diagnosis = DiagnosisSink(self.metrics, self.log)
+        self._short_budgets: dict[str, str] = {}
         self._notifier: Notifier | None = None
         self._closing: set[asyncio.Task[None]] = set()
-        self.log = get_logger()
         self.seen = FirstSeen(config.daemon.state_file, self.log)
         self.started_at = datetime.now(UTC)
         self._stop = asyncio.Event()
@@ -127,6 +136,35 @@ class Daemon:
         if alertmanager is not None and not alertmanager.tls_verify:
             self.log.warning("tls_verify_disabled", server="alertmanager")
 
+    async def _housekeeping(self) -> None:
+        """Every few seconds: diagnoses whose control went stale, and where each budget stands."""
+        try:
+            self.diagnosis.refresh()
+            prober = self._prober
+            budgets = prober.budgets() if prober else []
+            for name, settings, budget, cycle in budgets:
+                self.metrics_sink.budget(name, settings, budget, cycle)
+                self._check_budget(name, budget.shortfall(cycle))
+            self.metrics_sink.forget_budgets_except({name for name, *_ in budgets})
+        except Exception:
+            self.log.exception("housekeeping_failed")
+
+    def _check_budget(self, environment: str, shortfall: str | None) -> None:
+        """Say once, at the key to change, when a budget cannot keep up with the catalog."""
+        if shortfall is None:
+            if self._short_budgets.pop(environment, None) is not None:
+                self.log.info("budget_sufficient", environment=environment)
+            return
+        if self._short_budgets.get(environment) == shortfall:
+            return
+        self._short_budgets[environment] = shortfall
+        self.log.error(
+            "budget_insufficient",
+            environment=environment,
+            key=budget_key(self.config, environment),
+            reason=shortfall,
+        )
+
     def _loaded(self) -> None:
         self.metrics.config_reload_ok.set(1)
         self.metrics.config_reload_time.set(time.time())
@@ -143,16 +181,29 @@ class Daemon:
             image["suspect"] = bool(prober and prober.suspect(key))
             image["next_probe"] = next_run.isoformat().replace("+00:00", "Z") if next_run else None
         environments = self.state.environments()
+        controls = self.state.controls()
+        budgets = {
+            name: (settings, budget, cycle)
+            for name, settings, budget, cycle in (prober.budgets() if prober else [])
+        }
         return {
             "version": __version__,
             "started_at": self.started_at.isoformat().replace("+00:00", "Z"),
             "ready": self.state.ready,
             "shard": str(self.shard) if self.shard else None,
             "environments": [
-                {"name": n, "ready": r, "backoff_until": _backoff(prober, n)}
+                {
+                    "name": n,
+                    "ready": r,
+                    "backoff_until": _backoff(prober, n),
+                    "diagnosis": self.diagnosis.summary(n),
+                    "control": controls.get(n),
+                    "budget": _budget(*budgets[n]) if n in budgets else None,
+                }
                 for n, r in environments.items()
             ],
             "images": images,
+            "differences": differences(images),
             "alerts": {
                 "alertmanagers": len(self._notifier.config.url) if self._notifier else 0,
                 "firing": [dict(alert.labels) for alert in self.alerts.alerts()],
@@ -165,9 +216,14 @@ class Daemon:
         disable_created_metrics()  # type: ignore[no-untyped-call]
         loop = asyncio.get_running_loop()
         self._scheduler = AsyncIOScheduler(timezone=UTC, event_loop=loop)
-        sinks: list[Sink] = [MetricsSink(self.metrics), self.state, LogSink(self.log), self.alerts]
+        logs = LogSink(self.log)
+        sinks: list[Sink] = [self.metrics_sink, self.state, logs, self.alerts, self.diagnosis]
+        control_sinks: list[ControlSink] = [self.metrics_sink, self.state, logs, self.diagnosis]
         self._prober = ProbeScheduler(
-            self._scheduler, sinks, self.metrics, self.log, self.seen, self.shard
+            self._scheduler, sinks, self.metrics, self.log, self.seen, self.shard, control_sinks
+        )
+        self._scheduler.add_job(
+            self._housekeeping, "interval", seconds=HOUSEKEEPING_SECONDS, id="housekeeping"
         )
         self._prober.apply(self.config)
         self._configure_alerting(self.config)
@@ -216,6 +272,19 @@ class Daemon:
             await asyncio.gather(*self._closing, return_exceptions=True)
             self.log.info("stopped", cancelled=cancelled)
         return 0
+
+
+def _budget(settings: Budget, budget: BlobBudget, cycle: float) -> dict[str, Any]:
+    age = budget.oldest_age(time.time())
+    return {
+        "bytes_per_hour": settings.bytes_per_hour,
+        "full_verify_within_seconds": settings.full_verify_within,
+        "layers": budget.layers,
+        "catalog_bytes": budget.catalog_bytes,
+        "verified_bytes": budget.verified_bytes,
+        "oldest_full_verification_age_seconds": None if age is None else round(age, 3),
+        "shortfall": budget.shortfall(cycle),
+    }
 
 
 def _backoff(prober: ProbeScheduler | None, environment: str) -> str | None:

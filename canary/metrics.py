@@ -135,6 +135,88 @@ class Metrics:
             ["environment"],
             registry=registry,
         )
+        self.tag_digest_matches_pin = Gauge(
+            PREFIX + "tag_digest_matches_pin",
+            "1 if the tag serves the catalog's pinned digest, 0 if it serves another or none; "
+            "absent for unpinned tags and until known.",
+            ENTRY,
+            registry=registry,
+        )
+        self.control_pull_success = Gauge(
+            PREFIX + "control_pull_success",
+            "1 if the last control round pushed a fresh image and pulled it back verified.",
+            ["environment"],
+            registry=registry,
+        )
+        self.control_last_success = Gauge(
+            PREFIX + "control_last_success_timestamp_seconds",
+            "When a control round last pulled its fresh image back verified.",
+            ["environment"],
+            registry=registry,
+        )
+        self.control_duration = Histogram(
+            PREFIX + "control_duration_seconds",
+            "Duration of the steps of control rounds (push, pull, delete).",
+            ["environment", "step"],
+            buckets=PULL_BUCKETS,
+            registry=registry,
+        )
+        self.control_writes = Counter(
+            PREFIX + "control_writes",
+            "Requests with which the control probe changed the registry, by outcome.",
+            ["environment", "operation", "outcome"],
+            registry=registry,
+        )
+        self.control_leftovers_removed = Counter(
+            PREFIX + "control_leftovers_removed",
+            "Control tags left behind by an earlier run (a crash) and removed at start-up.",
+            ["environment"],
+            registry=registry,
+        )
+        self.diagnosis = Gauge(
+            PREFIX + "diagnosis",
+            "1 while the environment's results match the signature (legacy_data_unreadable, "
+            "registry_down, storage_unreachable, auth_broken), else 0.",
+            ["environment", "signature"],
+            registry=registry,
+        )
+        self.budget_bytes_per_hour = Gauge(
+            PREFIX + "budget_bytes_per_hour",
+            "The configured budget of layer bytes per hour for full verification.",
+            ["environment"],
+            registry=registry,
+        )
+        self.budget_full_verify_within = Gauge(
+            PREFIX + "budget_full_verify_within_seconds",
+            "The configured longest time between two full verifications of a budgeted layer.",
+            ["environment"],
+            registry=registry,
+        )
+        self.budget_catalog_bytes = Gauge(
+            PREFIX + "budget_catalog_bytes",
+            "Bytes of the distinct layers under blob_check: budget, as measured from manifests.",
+            ["environment"],
+            registry=registry,
+        )
+        self.budget_verified_bytes = Counter(
+            PREFIX + "budget_verified_bytes",
+            "Layer bytes downloaded in full and verified under the budget.",
+            ["environment"],
+            registry=registry,
+        )
+        self.budget_oldest_verification_age = Gauge(
+            PREFIX + "budget_oldest_full_verification_age_seconds",
+            "Age of the oldest full verification among the environment's budgeted layers "
+            "(a layer never verified counts from when it was first seen).",
+            ["environment"],
+            registry=registry,
+        )
+        self.budget_sufficient = Gauge(
+            PREFIX + "budget_sufficient",
+            "1 if the budget can verify every measured layer within full_verify_within, else 0.",
+            ["environment"],
+            registry=registry,
+        )
         self.config_reload_ok = Gauge(
             PREFIX + "config_last_reload_successful",
             "1 if the last configuration load succeeded, else 0.",

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+from canary.budget import BlobBudget
 from canary.config import BlobCheck, Config, PublishedSource, Target
 from canary.published.gitlab import GitLabClient
 from canary.published.judge import Context, Observation, judge
@@ -53,6 +54,8 @@ class _Pull:
     # Each is the parsed config, or why it could not be read.
     configs: dict[int, ImageConfig | str] = field(default_factory=dict)
     stage: str = "manifest"
+    budget: BlobBudget | None = None
+    layers: set[str] = field(default_factory=set)  # every layer the manifests name
 
 
 async def _confirmed(fetch: Callable[[], Awaitable[Fetch]], delay: float) -> tuple[Fetch, Fetch]:
@@ -91,6 +94,7 @@ class Pulled:
             started_at=self.started_at,
             duration_seconds=self.duration_seconds,
             evidence=self.evidence,
+            pinned_digest=target.image.digest,
         )
 
 
@@ -110,12 +114,14 @@ async def pull_image(
     target: Target,
     gitlab: GitLabClient | None = None,
     seen: FirstSeen | None = None,
+    budget: BlobBudget | None = None,
 ) -> Pulled:
     """Pull `target` through `client` within its timeout, while its published dates are read
-    beside it, each source within its own timeout."""
+    beside it, each source within its own timeout. Under blob_check: budget, `budget` says
+    which layers to download in full; the others get a HEAD."""
     started_at = datetime.now(UTC)
     start = time.monotonic()
-    pull = _Pull(target)
+    pull = _Pull(target, budget=budget)
     evidence, stopped_by = None, None
     dates: asyncio.Future[list[Observation]]
     if target.environment.published_sources == (PublishedSource.CONFIG,):
@@ -143,6 +149,9 @@ async def pull_image(
     except asyncio.CancelledError:
         dates.cancel()
         raise
+    finally:
+        if budget is not None and pull.layers:
+            budget.settle(target.key, pull.layers)
     duration = time.monotonic() - start
     return Pulled(pull, dates, seen, started_at, duration, stopped_by, evidence)
 
@@ -261,6 +270,7 @@ async def _manifest(
                 evidence=final.evidence,
                 hop=final.hop,
                 request_id=final.request_id,
+                served_digest=final.digest,
             )
         )
         return None
@@ -288,6 +298,7 @@ async def _manifest(
                 evidence=bad.evidence,
                 hop=final.hop,
                 request_id=final.request_id,
+                served_digest=manifest.digest,
             )
         )
         return None
@@ -301,6 +312,7 @@ async def _manifest(
             first_outcome=first.outcome,
             hop=final.hop,
             request_id=final.request_id,
+            served_digest=manifest.digest,
         )
     )
     return parsed
@@ -327,13 +339,25 @@ async def _image(
         platform = config.platform
         # Seen only now, from the config: the config's own result gets it too.
         pull.blobs[manifest.config.digest] = replace(config_result, platform=platform)
+    pull.layers.update(layer.digest for layer in manifest.layers)
     await asyncio.gather(
         *(
-            _blob(client, pull, layer, BlobKind.LAYER, platform, pull.target.blob_check)
+            _blob(client, pull, layer, BlobKind.LAYER, platform, _mode(pull, layer))
             for layer in manifest.layers
             if layer.digest not in pull.blobs and layer.digest not in pull.in_flight
         )
     )
+
+
+def _mode(pull: _Pull, layer: Descriptor) -> BlobCheck:
+    """How to fetch a layer: as configured, or under a budget a GET only when it grants one."""
+    mode = pull.target.blob_check
+    if mode is not BlobCheck.BUDGET:
+        return mode
+    budget = pull.budget
+    if budget is not None and budget.take(layer.digest, layer.size, time.time()):
+        return BlobCheck.GET
+    return BlobCheck.HEAD
 
 
 async def _blob(
@@ -350,6 +374,10 @@ async def _blob(
     where = Where(Hop.REGISTRY, start_url)
     pull.in_flight[blob.digest] = (kind, platform, began, where)
     bodies: list[bytes | None] = []
+    # A budgeted pull's GET of a layer was granted by the budget, which must hear what it cost.
+    granted = pull.budget if kind is BlobKind.LAYER and mode is BlobCheck.GET else None
+    if pull.target.blob_check is not BlobCheck.BUDGET:
+        granted = None
 
     async def once() -> Fetch:
         # A recheck starts at the registry again.
@@ -362,7 +390,17 @@ async def _blob(
         bodies.append(body)
         return fetch
 
-    first, final = await _confirmed(once, pull.target.recheck_delay)
+    try:
+        first, final = await _confirmed(once, pull.target.recheck_delay)
+    except BaseException:
+        if granted is not None:
+            # Cut off midway: how much arrived is unknown, so the budget assumes all of it.
+            granted.done(blob.digest, False, blob.size, time.time())
+        raise
+    if granted is not None:
+        # A failure with a body (a digest mismatch) cost the whole blob; an error status, nothing.
+        cost = blob.size if final.outcome is Outcome.OK or final.status in (200, 206) else 0
+        granted.done(blob.digest, final.outcome is Outcome.OK, cost, time.time())
     result = BlobResult(
         digest=blob.digest,
         kind=kind,
@@ -424,9 +462,14 @@ async def probe_catalog(
     config: Config,
     environments: Iterable[str] = (),
     on_result: Callable[[ImageResult], None] | None = None,
+    only: Iterable[tuple[str, str, str]] | None = None,
 ) -> list[ImageResult]:
-    """Probe every selected (environment, image) once; results come back in catalog order."""
+    """Probe every selected (environment, image) once, or only the targets whose `Target.key`
+    is in `only`; results come back in catalog order."""
     targets = list(config.targets(tuple(environments)))
+    if only is not None:
+        keys = set(only)
+        targets = [target for target in targets if target.key in keys]
     clients = {
         env.name: RegistryClient(env)
         for env in config.environments
@@ -442,12 +485,20 @@ async def probe_catalog(
     }
     # A one-shot run sees every tag for the first time: only dates after the run start fail it.
     seen = FirstSeen()
+    # Under blob_check: budget, a one-shot run downloads in full what a fresh budget allows.
+    budgets = {
+        t.environment.name: BlobBudget(t.budget, hold=t.timeout, now=time.time())
+        for t in targets
+        if t.blob_check is BlobCheck.BUDGET and t.budget is not None
+    }
 
     async def one(target: Target) -> ImageResult:
         name = target.environment.name
         # Images wait for a slot before their timeout starts, so a queue is not a timeout.
         async with slots[name]:
-            pulled = await pull_image(clients[name], target, gitlabs.get(name), seen)
+            pulled = await pull_image(
+                clients[name], target, gitlabs.get(name), seen, budgets.get(name)
+            )
         result = await pulled.result()
         if on_result is not None:
             on_result(result)

@@ -91,6 +91,8 @@ class Fetch:
     bytes: int = 0
     request_id: str | None = None
     evidence: Evidence | None = None
+    # The digest of what was served, when the body arrived whole (manifests only).
+    digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,10 +106,13 @@ class ManifestResult:
     evidence: Evidence | None = None
     hop: Hop = Hop.REGISTRY
     request_id: str | None = None
+    # What the registry served, which differs from `digest` (the pin) on a digest mismatch.
+    served_digest: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "digest": self.digest,
+            "served_digest": self.served_digest,
             "outcome": str(self.outcome),
             "first_outcome": str(self.first_outcome or self.outcome),
             "hop": str(self.hop),
@@ -184,10 +189,30 @@ class ImageResult:
     started_at: datetime
     duration_seconds: float
     evidence: Evidence | None = None
+    pinned_digest: str | None = None  # the catalog's pin, if it has one
 
     @property
     def ok(self) -> bool:
         return self.outcome is Outcome.OK
+
+    @property
+    def served_digest(self) -> str | None:
+        """The digest of the manifest or index the tag resolved to, when the body arrived."""
+        top = self.manifests[0] if self.manifests else None
+        return top.served_digest if top is not None else None
+
+    @property
+    def matches_pin(self) -> bool | None:
+        """Whether the tag serves the pinned digest; None without a pin or while unknown. A tag
+        that is gone serves nothing, which is not the pin."""
+        if self.pinned_digest is None or not self.manifests:
+            return None
+        top = self.manifests[0]
+        if top.served_digest is not None:
+            return top.served_digest == self.pinned_digest
+        if top.outcome in (Outcome.MANIFEST_UNKNOWN, Outcome.NAME_UNKNOWN):
+            return False
+        return None
 
     @property
     def blobs_unknown(self) -> int | None:
@@ -210,6 +235,8 @@ class ImageResult:
             "tag": self.tag,
             "ok": self.ok,
             "outcome": str(self.outcome),
+            "pinned_digest": self.pinned_digest,
+            "matches_pin": self.matches_pin,
             "manifest": top.to_dict() if top else None,
             "platform_manifests": [m.to_dict() for m in self.manifests[1:]],
             "blobs": [b.to_dict() for b in self.blobs],
@@ -217,4 +244,66 @@ class ImageResult:
             "started_at": self.started_at.isoformat().replace("+00:00", "Z"),
             "duration_seconds": round(self.duration_seconds, 6),
             "evidence": self.evidence.to_dict() if self.evidence else None,
+        }
+
+
+class ControlStep(StrEnum):
+    """The steps of a control round, in order."""
+
+    PUSH = "push"
+    PULL = "pull"
+    DELETE = "delete"
+
+
+class WriteOutcome(StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+    UNSUPPORTED = "unsupported"  # the registry has deletes turned off (405 UNSUPPORTED)
+
+
+class WriteOperation(StrEnum):
+    """The requests with which the control probe changes a registry; each one is counted."""
+
+    BLOB_UPLOAD = "blob_upload"
+    MANIFEST_PUT = "manifest_put"
+    MANIFEST_DELETE = "manifest_delete"
+    BLOB_DELETE = "blob_delete"
+
+
+@dataclass(frozen=True, slots=True)
+class ControlResult:
+    """One round of an environment's control probe: a fresh image pushed, pulled back, deleted."""
+
+    environment: str
+    repository: str
+    tag: str
+    digest: str | None  # of the pushed manifest, once built
+    outcome: Outcome  # ok when the fresh image was pushed and pulled back verified
+    failed_step: ControlStep | None
+    durations: tuple[tuple[ControlStep, float], ...]
+    writes: tuple[tuple[WriteOperation, WriteOutcome], ...]
+    deleted: bool | None  # None: the registry does not allow deletes
+    started_at: datetime
+    evidence: Evidence | None = None
+    pull: ImageResult | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.OK
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "environment": self.environment,
+            "repository": self.repository,
+            "tag": self.tag,
+            "digest": self.digest,
+            "ok": self.ok,
+            "outcome": str(self.outcome),
+            "failed_step": str(self.failed_step) if self.failed_step else None,
+            "durations": {str(step): round(seconds, 6) for step, seconds in self.durations},
+            "writes": [{"operation": str(o), "outcome": str(w)} for o, w in self.writes],
+            "deleted": self.deleted,
+            "started_at": self.started_at.isoformat().replace("+00:00", "Z"),
+            "evidence": self.evidence.to_dict() if self.evidence else None,
+            "pull": self.pull.to_dict() if self.pull else None,
         }

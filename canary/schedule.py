@@ -1,10 +1,12 @@
-"""APScheduler wiring: a job per target, spread, jittered, never overlapping, sooner if failing."""
+"""APScheduler wiring: a job per target, spread, jittered, never overlapping, sooner if failing;
+a control job per environment that has one; the byte budget of each environment."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,7 +15,9 @@ from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from canary.config import Config, Environment, Target
+from canary.budget import BlobBudget
+from canary.config import BlobCheck, Budget, Config, Environment, Target
+from canary.control import ControlProbe
 from canary.metrics import Metrics
 from canary.probe import pull_image
 from canary.published.gitlab import GitLabClient
@@ -21,7 +25,7 @@ from canary.published.seen import FirstSeen
 from canary.registry.client import RegistryClient
 from canary.results import Outcome
 from canary.shard import Shard
-from canary.sinks import Sink
+from canary.sinks import ControlSink, Sink
 
 Key = tuple[str, str, str]
 JITTER_FRACTION = 0.1
@@ -43,8 +47,14 @@ def _jitter(seconds: float) -> timedelta:
     return timedelta(seconds=random.uniform(0, min(seconds * JITTER_FRACTION, MAX_JITTER_SECONDS)))  # noqa: S311
 
 
+def control_job_id(environment: str) -> str:
+    # Image jobs are environment/repository:tag; a repository never starts with a slash.
+    return f"{environment}//control"
+
+
 class _Environment:
-    """One environment's client and the slots that bound how many images it pulls at once."""
+    """One environment's client and the slots that bound how many images it pulls at once, its
+    control probe and its byte budget."""
 
     def __init__(self, environment: Environment) -> None:
         self.environment = environment
@@ -52,6 +62,13 @@ class _Environment:
         self.gitlab = GitLabClient(environment.gitlab) if environment.gitlab else None
         self.slots = asyncio.Semaphore(environment.concurrency)
         self.users = 0
+        self.control: ControlProbe | None = None
+        self.control_settings: tuple[float, float] | None = None
+        # When to look for control tags a crash or a failed delete left behind (0: at once).
+        self.cleanup_at: float | None = 0.0
+        self.budget: BlobBudget | None = None
+        self.budget_config: Budget | None = None
+        self.budget_cycle = 0.0  # the longest interval of a budgeted image
 
     async def close(self) -> None:
         await self.client.close()
@@ -70,8 +87,10 @@ class ProbeScheduler:
         log: Any,
         seen: FirstSeen | None = None,
         shard: Shard | None = None,
+        control_sinks: Sequence[ControlSink] = (),
     ) -> None:
         self._scheduler = scheduler
+        self._control_sinks = control_sinks
         self._seen = seen
         self._shard = shard
         self._sinks = sinks
@@ -113,6 +132,7 @@ class ProbeScheduler:
         names = {e.name for e in config.environments}
         for name in [n for n in self._environments if n not in names]:
             self._retire(self._environments.pop(name))
+            self._stop_control(name)
 
         shard = self._shard
         targets = {t.key: t for t in config.targets() if shard is None or shard.owns(t.key)}
@@ -145,6 +165,133 @@ class ProbeScheduler:
             sink.track(list(targets.values()))
         if self._seen is not None:
             self._seen.forget_except(set(targets))
+        for environment in config.environments:
+            state = self._environments[environment.name]
+            self._apply_control(state, config.control_settings(environment), now)
+            self._apply_budget(state, [t for t in targets.values() if t.environment is environment])
+
+    def _apply_control(
+        self, state: _Environment, settings: tuple[float, float] | None, now: datetime
+    ) -> None:
+        """Start, replace or stop the environment's control probe to match its settings."""
+        name = state.environment.name
+        if settings is None:
+            state.control = state.control_settings = None
+            # Decided on the job: dropping control changes the Environment, so `state` is new.
+            self._stop_control(name)
+            return
+        if state.control is not None and state.control_settings == settings:
+            return
+        with contextlib.suppress(Exception):
+            self._scheduler.remove_job(control_job_id(name))
+        state.control_settings = settings
+        interval, timeout = settings
+        state.control = ControlProbe(state.environment, interval, timeout)
+        first = now + _jitter(interval)
+        self._scheduler.add_job(
+            self._run_control,
+            trigger=_trigger(interval, first),
+            args=[name],
+            id=control_job_id(name),
+            name=control_job_id(name),
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+            replace_existing=True,
+            next_run_time=first,
+        )
+
+    def _stop_control(self, name: str) -> None:
+        """Remove an environment's control job, if any, and have the sinks forget its control."""
+        job = self._scheduler.get_job(control_job_id(name))
+        if job is None:
+            return
+        job.remove()
+        for sink in self._control_sinks:
+            sink.forget_control(name)
+
+    def _apply_budget(self, state: _Environment, targets: list[Target]) -> None:
+        """Keep one byte budget per environment whose images are under blob_check: budget."""
+        budgeted = [t for t in targets if t.blob_check is BlobCheck.BUDGET]
+        config = budgeted[0].budget if budgeted else None
+        if config is None:
+            state.budget = state.budget_config = None
+            return
+        cycle = max(t.interval for t in budgeted)
+        if state.budget is None or state.budget_config != config or state.budget_cycle != cycle:
+            # Settings changed: what was verified stays verified, but the accounting restarts.
+            state.budget = BlobBudget(config, hold=2 * cycle, now=time.time())
+            state.budget_config, state.budget_cycle = config, cycle
+        state.budget.forget_except({t.key for t in budgeted})
+
+    async def _remove_leftovers(
+        self, name: str, probe: ControlProbe, client: RegistryClient
+    ) -> None:
+        removed = await probe.remove_leftovers(client, time.time())
+        if removed:
+            self._metrics.control_leftovers_removed.labels(name).inc(removed)
+            self._log.info("control_leftovers_removed", environment=name, tags=removed)
+        if probe.leftovers_problem:
+            self._log.warning(
+                "control_leftovers_kept", environment=name, detail=probe.leftovers_problem
+            )
+
+    def budgets(self) -> list[tuple[str, Budget, BlobBudget, float]]:
+        """(environment, settings, budget, cycle) of every environment under a byte budget."""
+        return [
+            (name, env.budget_config, env.budget, env.budget_cycle)
+            for name, env in self._environments.items()
+            if env.budget is not None and env.budget_config is not None
+        ]
+
+    def control_stale_after(self, environment: str) -> float | None:
+        env = self._environments.get(environment)
+        if env is None or env.control_settings is None:
+            return None
+        interval, timeout = env.control_settings
+        return 2 * interval + timeout
+
+    async def _run_control(self, name: str) -> None:
+        """The control job: push, pull back and delete a fresh image; nothing escapes."""
+        environment = self._environments.get(name)
+        probe = environment.control if environment is not None else None
+        if environment is None or probe is None or self._stopping:
+            return
+        if environment.client.backoff_remaining() > 0:
+            self._metrics.probes_skipped.labels(name, "rate_limited").inc()
+            return
+        key = (name, "", "//control")
+        task = asyncio.current_task()
+        environment.users += 1
+        try:
+            if task is not None:
+                self._running[key] = task
+            if environment.cleanup_at is not None and time.time() >= environment.cleanup_at:
+                environment.cleanup_at = None
+                await self._remove_leftovers(name, probe, environment.client)
+            result = await probe.round(environment.client)
+            if result.deleted is False and environment.cleanup_at is None:
+                # Its tag is a leftover once no round could still be using it.
+                settings = environment.control_settings or (0.0, 0.0)
+                environment.cleanup_at = time.time() + sum(settings) + 1
+            if self._environments.get(name) is not environment or environment.control is not probe:
+                return  # reloaded while in flight: the new settings report from now on
+            stale_after = self.control_stale_after(name) or 0.0
+            for sink in self._control_sinks:
+                try:
+                    sink.control(result, stale_after)
+                except Exception:
+                    self._log.exception("sink_failed", sink=type(sink).__name__, job=name)
+        except asyncio.CancelledError:
+            if key in self._running:
+                self._log.warning("probe_cancelled", job=control_job_id(name))
+        except Exception:
+            self._log.exception("probe_job_failed", job=control_job_id(name))
+        finally:
+            self._running.pop(key, None)
+            environment.users -= 1
+            if environment in self._retired:
+                self._retire(environment)
 
     def _retire(self, environment: _Environment) -> None:
         """Close a replaced environment's client once no pull uses it any more."""
@@ -182,7 +329,7 @@ class ProbeScheduler:
                 if task is not None:
                     self._running[key] = task
                 pulled = await pull_image(
-                    environment.client, target, environment.gitlab, self._seen
+                    environment.client, target, environment.gitlab, self._seen, environment.budget
                 )
             # Outside the slot: a slow date source must not hold up other pulls.
             result = await pulled.result()

@@ -48,6 +48,41 @@ def parse_duration(value: object) -> float:
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
+_SIZE_RE = re.compile(r"^(\d+)\s*(B|KiB|MiB|GiB|TiB|kB|KB|MB|GB|TB)?$")
+_SIZE_UNITS = {
+    None: 1,
+    "B": 1,
+    "KiB": 1024,
+    "MiB": 1024**2,
+    "GiB": 1024**3,
+    "TiB": 1024**4,
+    "kB": 1000,
+    "KB": 1000,
+    "MB": 1000**2,
+    "GB": 1000**3,
+    "TB": 1000**4,
+}
+
+
+def parse_size(text: str) -> int:
+    """`4096`, `64KiB`, `32MiB`, `10GB` → bytes."""
+    match = _SIZE_RE.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a size such as 4096, 64KiB, 32MiB or 10GB")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+
+
+def _byte_size(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError("a size is a number of bytes or a string such as 512MiB or 10GB")
+    size = value if isinstance(value, int) else parse_size(value)
+    if size <= 0:
+        raise ValueError("a size must be larger than zero")
+    return size
+
+
+ByteSize = Annotated[int, BeforeValidator(_byte_size)]
+
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)

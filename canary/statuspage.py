@@ -3,6 +3,7 @@ document as `/status`, with no script and no asset from anywhere else."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime
 from html import escape
 from typing import Any
@@ -38,6 +39,10 @@ td.ok, td.bad, td.loss { color: #1f2328; }
 .small { font-size: .85em; color: inherit; opacity: .85; }
 code { font-size: .9em; overflow-wrap: anywhere; }
 ul { margin: 4px 0; padding-left: 20px; }
+ul.diagnosis li { background: #ffcecb; color: #1f2328; border-left: 6px solid var(--loss);
+  padding: 6px 8px; margin: 4px 0; list-style: none; }
+ul.diagnosis { padding-left: 0; }
+a.differs { display: inline-block; font-size: .8em; font-weight: 600; color: var(--bad); }
 """
 
 
@@ -101,9 +106,13 @@ def render(status: dict[str, Any], now: datetime | None = None) -> str:
         f"<title>{'FAILING' if failing else 'ok'} · registry-canary</title>",
         f"<style>{_STYLE}</style></head><body>",
         _header(status, images, failing, now),
-        _matrix(images, environments, now),
+        _diagnoses(status.get("environments", [])),
+        _matrix(images, environments, now, _differing(status)),
+        _differences(status.get("differences", [])),
         _failures(failing, now),
         _dates(images),
+        _controls(status.get("environments", []), now),
+        _budgets(status.get("environments", [])),
         '<p class="meta">The same data as JSON: <a href="status">/status</a> · '
         '<a href="metrics">/metrics</a> · refreshes every '
         f"{REFRESH_SECONDS} s</p>",
@@ -149,7 +158,129 @@ def _header(
     )
 
 
-def _matrix(images: list[dict[str, Any]], environments: list[str], now: datetime) -> str:
+def _diagnoses(environments: list[dict[str, Any]]) -> str:
+    """What the failures have in common, first: it says where to look."""
+    items = []
+    for environment in environments:
+        diagnosis = environment.get("diagnosis") or {}
+        for signature in diagnosis.get("signatures") or []:
+            items.append(
+                f'<li data-signature="{escape(str(signature.get("signature")))}">'
+                f"<strong>{escape(environment['name'])}: "
+                f"{escape(str(signature.get('signature')))}</strong> — "
+                f"{escape(str(signature.get('explanation', '')))}</li>"
+            )
+    if not items:
+        return ""
+    return f'<h2 id="diagnosis">Diagnosis</h2><ul class="diagnosis">{"".join(items)}</ul>'
+
+
+def _differing(status: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(d["repository"], d["tag"]) for d in status.get("differences", [])}
+
+
+def _differences(differences: list[dict[str, Any]]) -> str:
+    """Tags whose environments disagree: a bad deploy in one, not a broken image."""
+    if not differences:
+        return ""
+    rows = []
+    for found in differences:
+        digests = found.get("served_digests") or {}
+        outcomes = found.get("outcomes") or {}
+        served = "<br>".join(
+            f"{escape(env)}: {escape(str(outcomes.get(env)))} <code>{escape(_short(d))}</code>"
+            for env, d in sorted(digests.items())
+        )
+        rows.append(
+            f'<tr data-image="{escape(found["repository"])}:{escape(found["tag"])}">'
+            f"<td><code>{escape(found['repository'])}:{escape(found['tag'])}</code></td>"
+            f"<td>{escape(', '.join(found.get('healthy_in') or []) or '-')}</td>"
+            f"<td>{escape(', '.join(found.get('failing_in') or []) or '-')}</td>"
+            f"<td>{served}</td></tr>"
+        )
+    return (
+        '<h2 id="differences">Differs between environments</h2>'
+        '<p class="meta">Healthy in one environment and failing in another, or serving another '
+        "manifest: look at what differs in the failing environment's deploy first.</p>"
+        '<div class="scroll"><table><thead><tr><th>image</th><th>healthy in</th>'
+        "<th>failing in</th><th>outcome and served manifest</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def _controls(environments: list[dict[str, Any]], now: datetime) -> str:
+    rows = []
+    for environment in environments:
+        control = environment.get("control")
+        if not control:
+            continue
+        ok = control.get("ok")
+        state = "ok" if ok else "bad"
+        failed = "" if ok else f" at {control.get('failed_step')}"
+        deleted = {True: "deleted", False: "not deleted", None: "deletes off"}[
+            control.get("deleted")
+        ]
+        evidence = (control.get("evidence") or {}).get("detail") or ""
+        rows.append(
+            f"<tr><td>{escape(environment['name'])}</td>"
+            f"<td><code>{escape(str(control.get('repository')))}</code></td>"
+            f'<td class="{state}"><span class="outcome">{escape(str(control.get("outcome")))}'
+            f"</span>{escape(failed)}</td>"
+            f"<td>{_when(control.get('finished_at'), now)}</td>"
+            f"<td>{escape(deleted)}</td><td>{escape(str(evidence))}</td></tr>"
+        )
+    if not rows:
+        return ""
+    return (
+        '<h2 id="control">Control probe: fresh images</h2><div class="scroll"><table>'
+        "<thead><tr><th>environment</th><th>repository</th><th>last round</th><th>when</th>"
+        "<th>clean-up</th><th>detail</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def _size(value: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def _budgets(environments: list[dict[str, Any]]) -> str:
+    rows = []
+    for environment in environments:
+        budget = environment.get("budget")
+        if not budget:
+            continue
+        age = budget.get("oldest_full_verification_age_seconds")
+        within = budget["full_verify_within_seconds"]
+        shortfall = budget.get("shortfall")
+        state = "bad" if shortfall or (age is not None and age > within) else "ok"
+        rows.append(
+            f"<tr><td>{escape(environment['name'])}</td>"
+            f"<td>{_size(budget['bytes_per_hour'])}/h</td>"
+            f"<td>{budget['layers']} layers, {_size(budget['catalog_bytes'])}</td>"
+            f'<td class="{state}">'
+            f"{'-' if age is None else f'{age / 3600:.1f} h'} (limit {within / 3600:.1f} h)</td>"
+            f"<td>{escape(shortfall or 'enough')}</td></tr>"
+        )
+    if not rows:
+        return ""
+    return (
+        '<h2 id="budget">Full verification budget</h2><div class="scroll"><table>'
+        "<thead><tr><th>environment</th><th>budget</th><th>measured</th>"
+        "<th>oldest full verification</th><th>can it keep up</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def _matrix(
+    images: list[dict[str, Any]],
+    environments: list[str],
+    now: datetime,
+    differing: Collection[tuple[str, str]] = (),
+) -> str:
     if not images:
         return "<p>The catalog is empty.</p>"
     by_key = {(i["environment"], i["repository"], i["tag"]): i for i in images}
@@ -161,8 +292,11 @@ def _matrix(images: list[dict[str, Any]], environments: list[str], now: datetime
         for env in environments:
             image = by_key.get((env, repository, tag))
             cells.append(_cell(image, now) if image else '<td class="cell none">–</td>')
+        differs = ""
+        if (repository, tag) in differing:
+            differs = ' <a class="differs" href="#differences">differs between environments</a>'
         rows.append(
-            f'<tr><th scope="row"><code>{escape(repository)}:{escape(tag)}</code></th>'
+            f'<tr><th scope="row"><code>{escape(repository)}:{escape(tag)}</code>{differs}</th>'
             f"{''.join(cells)}</tr>"
         )
     return (

@@ -19,10 +19,11 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from canary.alertmanager import Alert, Notifier
-from canary.config import Alertmanager, Config
+from canary.config import Config
 from canary.daemon import Daemon
 from canary.metrics import Metrics
 from canary.results import Outcome
+from canary.servers import Alertmanager
 from canary.sinks.alerts import AlertSink
 from canary.testbed import free_port
 from tests.conftest import REPO_ROOT, to_config

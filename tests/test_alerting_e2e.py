@@ -63,7 +63,7 @@ class Stack:
 
 
 @contextlib.contextmanager
-def stack(root: Path) -> Iterator[Stack]:
+def stack(root: Path, control: str | None = None) -> Iterator[Stack]:
     with contextlib.ExitStack() as stack:
         registry = stack.enter_context(start_registry(root / "registry"))
         seed_config = write_config(
@@ -78,7 +78,10 @@ def stack(root: Path) -> Iterator[Stack]:
         shared = stack.enter_context(
             contextlib.contextmanager(running_alertmanager)(root / "am-shared", alertmanager)
         )
-        document = daemon_catalog([{"name": "local", "url": registry.url}], IMAGES)
+        environment: dict[str, Any] = {"name": "local", "url": registry.url}
+        if control is not None:
+            environment["control"] = {"repository": control, "interval": "1s"}
+        document = daemon_catalog([environment], IMAGES)
         document["alerting"] = {
             "alertmanager": {"url": [direct.url, shared.url], "resend_interval": "1s"}
         }
@@ -264,3 +267,54 @@ def test_a_hanging_alertmanager_never_holds_up_probing(tmp_path: Path) -> None:
 def _at_least(value: float, wanted: float) -> float:
     assert value >= wanted, f"{value} < {wanted}"
     return value
+
+
+LEGACY = "RegistryCanaryLegacyDataUnreadable"
+
+
+def test_old_data_lost_while_fresh_pushes_work_pages_once_as_legacy_data_unreadable(
+    tmp_path: Path,
+) -> None:
+    """With a control repository that stays writable and every catalog repository's blob links
+    gone, the rule pack raises RegistryCanaryLegacyDataUnreadable, which pages through the shipped
+    routing and holds back the per-repository BlobUnknown pages of that environment."""
+    with stack(tmp_path, control="canary-control/fresh") as s:
+
+        def control_verified() -> None:
+            found = s.prometheus.values("registry_canary_control_pull_success")
+            assert [value for _, value in found] == [1.0]
+
+        eventually(control_verified, timeout=DETECTION_SECONDS)
+        for repository in (*HEALTHY, LOST):
+            s.registry.remove_layer_links(repository)
+
+        def paged() -> dict[str, Any]:
+            firing = [a for a in s.prometheus.alerts() if a["state"] == "firing"]
+            assert [
+                a["labels"]["environment"] for a in firing if a["labels"]["alertname"] == LEGACY
+            ] == ["local"]
+            found = [
+                p
+                for p in pages(s.pagerduty, s.shared)
+                if p["event_action"] == "trigger" and "fresh pushes work" in p["payload"]["summary"]
+            ]
+            assert found, pages(s.pagerduty, s.shared)
+            page: dict[str, Any] = found[-1]
+            return page
+
+        page = eventually(paged, timeout=DETECTION_SECONDS, poll=0.1)
+        assert page["payload"]["summary"] == (
+            "[FIRING] local: previously pushed images are unreadable, fresh pushes work"
+        )
+        # Under the legacy page, the daemon's and the rule's per-repository pages are inhibited.
+        suppressed = [
+            a for a in s.shared.alerts(active_only=False) if a["labels"]["alertname"] == ALERT
+        ]
+        assert suppressed
+        assert all(a["status"]["state"] == "suppressed" for a in suppressed), suppressed
+        assert {name for a in suppressed for name in a["status"]["inhibitedBy"]}
+        # One incident for the environment: any earlier trigger (the daemon's BlobUnknown can beat
+        # the rule) carries the same dedup key, and the latest one names the cause.
+        triggers = [p for p in pages(s.pagerduty, s.shared) if p["event_action"] == "trigger"]
+        assert len({p["dedup_key"] for p in triggers}) == 1, triggers
+        assert triggers[-1]["payload"]["summary"] == page["payload"]["summary"]

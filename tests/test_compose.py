@@ -25,7 +25,8 @@ import yaml
 
 from canary.cli import _parser as cli_parser
 from canary.config import Config, load_config, split_listen
-from canary.seed import parse_size, synthesize
+from canary.schema import parse_size
+from canary.seed import synthesize
 from canary.testbed import REGISTRY_BINARY, free_port
 from tests.conftest import REPO_ROOT, run_cli
 from tests.loopback import http_get

@@ -1,18 +1,24 @@
-"""Sinks: results into Prometheus series, the state behind /status, and canonical log lines."""
+"""Sinks: results into Prometheus series, the state behind /status, and canonical log lines, for
+image pulls, control rounds and byte budgets."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
 
-from canary.config import Target
+from canary.budget import BlobBudget
+from canary.config import Budget, Target
 from canary.metrics import Metrics
 from canary.results import (
     BlobKind,
     BlobResult,
+    ControlResult,
+    ControlStep,
     Evidence,
     Hop,
     ImageResult,
@@ -20,6 +26,8 @@ from canary.results import (
     Outcome,
     PublishedResult,
     PublishedStatus,
+    WriteOperation,
+    WriteOutcome,
 )
 from canary.sinks.logs import LogSink
 from canary.sinks.metrics import MetricsSink
@@ -317,3 +325,416 @@ class TestLogSink:
                 "detail": "HTTP 404 MANIFEST_UNKNOWN",
             }
         ]
+
+
+PIN = "sha256:" + "a" * 64
+OTHER = "sha256:" + "b" * 64
+
+
+def pinned_targets(*repositories: str, pin: str | None = PIN) -> list[Target]:
+    images: list[dict[str, Any]] = [{"repository": r, "tag": "v1"} for r in repositories]
+    if pin is not None:
+        for image in images:
+            image["digest"] = pin
+    document = {"environments": [{"name": "local", "url": "http://127.0.0.1:5000"}]}
+    return list(to_config({**document, "images": images}).targets())
+
+
+def pulled(manifest: ManifestResult, pin: str | None = PIN) -> ImageResult:
+    """A pull of canary/a:v1 pinned to `pin` whose top manifest ended as `manifest` says."""
+    good = result("canary/a")
+    return replace(
+        good,
+        outcome=manifest.outcome,
+        manifests=(manifest,),
+        blobs=good.blobs if manifest.outcome is Outcome.OK else (),
+        pinned_digest=pin,
+    )
+
+
+SERVED_PIN = ManifestResult(PIN, Outcome.OK, 200, served_digest=PIN)
+SERVED_OTHER = ManifestResult(PIN, Outcome.DIGEST_MISMATCH, 200, served_digest=OTHER)
+TAG_GONE = ManifestResult(PIN, Outcome.MANIFEST_UNKNOWN, 404)
+UNAVAILABLE = ManifestResult(PIN, Outcome.UNAVAILABLE, 503)
+MATCHES_PIN = "registry_canary_tag_digest_matches_pin"
+
+
+class TestMetricsSinkPin:
+    def test_serving_the_pin_is_one_and_another_digest_zero(self) -> None:
+        """The gauge follows what the tag serves: 1 for the pinned digest, 0 for another."""
+        registry = CollectorRegistry()
+        sink = MetricsSink(Metrics(registry))
+        sink.track(pinned_targets("canary/a"))
+        assert value(registry, MATCHES_PIN, **ENTRY) is None  # unknown until a pull
+        sink.consume(pulled(SERVED_PIN))
+        assert value(registry, MATCHES_PIN, **ENTRY) == 1.0
+        sink.consume(pulled(SERVED_OTHER))
+        assert value(registry, MATCHES_PIN, **ENTRY) == 0.0
+        sink.consume(pulled(SERVED_PIN))
+        assert value(registry, MATCHES_PIN, **ENTRY) == 1.0
+
+    def test_a_gone_tag_does_not_match_its_pin(self) -> None:
+        """A tag the registry no longer knows serves nothing, which is not the pin: 0."""
+        registry = CollectorRegistry()
+        sink = MetricsSink(Metrics(registry))
+        sink.track(pinned_targets("canary/a"))
+        sink.consume(pulled(SERVED_PIN))
+        sink.consume(pulled(TAG_GONE))
+        assert value(registry, MATCHES_PIN, **ENTRY) == 0.0
+
+    def test_an_unanswered_fetch_leaves_the_gauge_as_it_was(self) -> None:
+        """A 503 says nothing about the tag: the last known answer stays, and none appears."""
+        registry = CollectorRegistry()
+        sink = MetricsSink(Metrics(registry))
+        sink.track(pinned_targets("canary/a"))
+        sink.consume(pulled(UNAVAILABLE))
+        assert value(registry, MATCHES_PIN, **ENTRY) is None
+        sink.consume(pulled(SERVED_OTHER))
+        sink.consume(pulled(UNAVAILABLE))
+        assert value(registry, MATCHES_PIN, **ENTRY) == 0.0
+
+    def test_unpinned_tags_have_no_pin_series(self) -> None:
+        """An image without a pin never gets the gauge, whatever it serves."""
+        registry = CollectorRegistry()
+        sink = MetricsSink(Metrics(registry))
+        sink.track(pinned_targets("canary/a", pin=None))
+        sink.consume(pulled(ManifestResult(None, Outcome.OK, 200, served_digest=OTHER), pin=None))
+        assert value(registry, MATCHES_PIN, **ENTRY) is None
+
+    def test_an_image_removed_from_the_catalog_loses_the_gauge(self) -> None:
+        """Dropping a pinned image from the catalog drops its pin gauge."""
+        registry = CollectorRegistry()
+        sink = MetricsSink(Metrics(registry))
+        sink.track(pinned_targets("canary/a", "canary/b"))
+        sink.consume(pulled(SERVED_PIN))
+        sink.track(pinned_targets("canary/b"))
+        assert value(registry, MATCHES_PIN, **ENTRY) is None
+
+    def test_a_pin_removed_by_a_reload_drops_the_gauge(self) -> None:
+        """When a reload unpins an image, its pin gauge goes: the metric is absent for unpinned
+        tags, and an old 0 would keep alerting."""
+        registry = CollectorRegistry()
+        sink = MetricsSink(Metrics(registry))
+        sink.track(pinned_targets("canary/a"))
+        sink.consume(pulled(SERVED_OTHER))
+        sink.track(pinned_targets("canary/a", pin=None))
+        sink.consume(pulled(ManifestResult(None, Outcome.OK, 200, served_digest=OTHER), pin=None))
+        assert value(registry, MATCHES_PIN, **ENTRY) is None
+
+
+def control_result(
+    outcome: Outcome = Outcome.OK,
+    environment: str = "local",
+    failed_step: ControlStep | None = None,
+    deleted: bool | None = True,
+    pull: ImageResult | None = None,
+) -> ControlResult:
+    failed = outcome is not Outcome.OK
+    return ControlResult(
+        environment=environment,
+        repository="canary/control",
+        tag="registry-canary-control-1682942400-0a1b2c3d",
+        digest="sha256:" + "e" * 64,
+        outcome=outcome,
+        failed_step=failed_step,
+        durations=(
+            (ControlStep.PUSH, 0.25),
+            (ControlStep.PULL, 0.5),
+            (ControlStep.DELETE, 0.125),
+        ),
+        writes=(
+            (WriteOperation.BLOB_UPLOAD, WriteOutcome.OK),
+            (WriteOperation.BLOB_UPLOAD, WriteOutcome.OK),
+            (WriteOperation.MANIFEST_PUT, WriteOutcome.OK),
+            (WriteOperation.MANIFEST_DELETE, WriteOutcome.FAILED if failed else WriteOutcome.OK),
+        ),
+        deleted=deleted,
+        started_at=CREATED,
+        evidence=Evidence(detail="HTTP 404 BLOB_UNKNOWN on the pull back") if failed else None,
+        pull=pull,
+    )
+
+
+LOCAL = {"environment": "local"}
+
+
+class TestMetricsSinkControl:
+    def test_a_good_round_sets_success_durations_and_writes(self) -> None:
+        """A good round sets success and its time, observes each step's duration under its step,
+        and counts each write by operation and outcome."""
+        registry = CollectorRegistry()
+        sink = MetricsSink(Metrics(registry))
+        before = time.time()
+        sink.control(control_result(), 140.0)
+        after = time.time()
+        assert value(registry, "registry_canary_control_pull_success", **LOCAL) == 1.0
+        last = value(registry, "registry_canary_control_last_success_timestamp_seconds", **LOCAL)
+        assert last is not None
+        assert before <= last <= after
+        duration = "registry_canary_control_duration_seconds"
+        for step, seconds in (("push", 0.25), ("pull", 0.5), ("delete", 0.125)):
+            assert value(registry, f"{duration}_count", **LOCAL, step=step) == 1.0
+            assert value(registry, f"{duration}_sum", **LOCAL, step=step) == seconds
+        writes = "registry_canary_control_writes_total"
+        assert value(registry, writes, **LOCAL, operation="blob_upload", outcome="ok") == 2.0
+        assert value(registry, writes, **LOCAL, operation="manifest_put", outcome="ok") == 1.0
+        assert value(registry, writes, **LOCAL, operation="manifest_delete", outcome="ok") == 1.0
+
+    def test_a_failed_round_keeps_the_last_success(self) -> None:
+        """A failed round sets success to 0, leaves when it last succeeded, and adds its writes."""
+        registry = CollectorRegistry()
+        sink = MetricsSink(Metrics(registry))
+        sink.control(control_result(), 140.0)
+        last = value(registry, "registry_canary_control_last_success_timestamp_seconds", **LOCAL)
+        failed = control_result(Outcome.BLOB_UNKNOWN, failed_step=ControlStep.PULL, deleted=False)
+        sink.control(failed, 140.0)
+        assert value(registry, "registry_canary_control_pull_success", **LOCAL) == 0.0
+        assert (
+            value(registry, "registry_canary_control_last_success_timestamp_seconds", **LOCAL)
+            == last
+        )
+        writes = "registry_canary_control_writes_total"
+        assert value(registry, writes, **LOCAL, operation="blob_upload", outcome="ok") == 4.0
+        failed_delete = {"operation": "manifest_delete", "outcome": "failed"}
+        assert value(registry, writes, **LOCAL, **failed_delete) == 1.0
+        assert (
+            value(registry, "registry_canary_control_duration_seconds_count", **LOCAL, step="pull")
+            == 2.0
+        )
+
+    def test_a_failed_first_round_has_no_last_success(self) -> None:
+        """Until a round succeeds there is no time of last success to show."""
+        registry = CollectorRegistry()
+        sink = MetricsSink(Metrics(registry))
+        sink.control(control_result(Outcome.TIMEOUT, failed_step=ControlStep.PUSH), 140.0)
+        assert value(registry, "registry_canary_control_pull_success", **LOCAL) == 0.0
+        assert (
+            value(registry, "registry_canary_control_last_success_timestamp_seconds", **LOCAL)
+            is None
+        )
+
+    def test_forget_control_drops_the_environments_gauges(self) -> None:
+        """Forgetting an environment's control removes its success gauges and no one else's."""
+        registry = CollectorRegistry()
+        sink = MetricsSink(Metrics(registry))
+        sink.control(control_result(), 140.0)
+        sink.control(control_result(environment="other"), 140.0)
+        sink.forget_control("local")
+        sink.forget_control("never-had-one")
+        for name in (
+            "registry_canary_control_pull_success",
+            "registry_canary_control_last_success_timestamp_seconds",
+        ):
+            assert value(registry, name, **LOCAL) is None
+            assert value(registry, name, environment="other") is not None
+
+
+HOUR_BUDGET = Budget(bytes_per_hour=3_600_000, full_verify_within="24h")
+
+
+def verify(budget: BlobBudget, digest: str, size: int, now: float) -> None:
+    """Download `digest` in full under the budget, as a pull does."""
+    assert budget.take(digest, size, now)
+    budget.done(digest, True, size, now)
+
+
+def layer(n: int) -> str:
+    return f"sha256:{n:064x}"
+
+
+VERIFIED = "registry_canary_budget_verified_bytes_total"
+
+
+class TestMetricsSinkBudget:
+    def test_every_gauge_says_where_the_budget_stands(self) -> None:
+        """Settings, measured bytes, the oldest verification's age and whether it keeps up are
+        exported per environment."""
+        registry = CollectorRegistry()
+        sink = MetricsSink(Metrics(registry))
+        first_seen = time.time() - 100
+        budget = BlobBudget(HOUR_BUDGET, hold=240, now=first_seen)
+        verify(budget, layer(1), 1000, first_seen)
+        budget.take(layer(2), 3000, first_seen)
+        sink.budget("local", HOUR_BUDGET, budget, 120.0)
+        assert value(registry, "registry_canary_budget_bytes_per_hour", **LOCAL) == 3_600_000
+        assert (
+            value(registry, "registry_canary_budget_full_verify_within_seconds", **LOCAL) == 86400.0
+        )
+        assert value(registry, "registry_canary_budget_catalog_bytes", **LOCAL) == 4000.0
+        assert value(registry, VERIFIED, **LOCAL) == 1000.0
+        age = value(
+            registry, "registry_canary_budget_oldest_full_verification_age_seconds", **LOCAL
+        )
+        assert age is not None
+        assert 100 <= age < 3600
+        assert value(registry, "registry_canary_budget_sufficient", **LOCAL) == 1.0
+
+    def test_a_budget_that_cannot_keep_up_is_not_sufficient(self) -> None:
+        """A layer larger than bytes_per_hour can never be verified: sufficient is 0."""
+        registry = CollectorRegistry()
+        sink = MetricsSink(Metrics(registry))
+        budget = BlobBudget(HOUR_BUDGET, hold=240, now=time.time())
+        assert not budget.take(layer(1), 4_000_000, time.time())
+        sink.budget("local", HOUR_BUDGET, budget, 120.0)
+        assert value(registry, "registry_canary_budget_sufficient", **LOCAL) == 0.0
+
+    def test_no_layer_measured_means_no_age(self) -> None:
+        """With no layer measured (any more) the age series is absent rather than 0."""
+        registry = CollectorRegistry()
+        sink = MetricsSink(Metrics(registry))
+        now = time.time()
+        budget = BlobBudget(HOUR_BUDGET, hold=240, now=now)
+        sink.budget("local", HOUR_BUDGET, budget, 120.0)
+        age = "registry_canary_budget_oldest_full_verification_age_seconds"
+        assert value(registry, age, **LOCAL) is None
+        verify(budget, layer(1), 1000, now)
+        sink.budget("local", HOUR_BUDGET, budget, 120.0)
+        assert value(registry, age, **LOCAL) is not None
+        budget.forget_except(())  # no image has the layer any more
+        sink.budget("local", HOUR_BUDGET, budget, 120.0)
+        assert value(registry, age, **LOCAL) is None
+        assert value(registry, "registry_canary_budget_catalog_bytes", **LOCAL) == 0.0
+
+    def test_verified_bytes_count_by_the_difference(self) -> None:
+        """Each export adds only what the budget verified since the last one."""
+        registry = CollectorRegistry()
+        sink = MetricsSink(Metrics(registry))
+        now = time.time()
+        budget = BlobBudget(HOUR_BUDGET, hold=240, now=now)
+        verify(budget, layer(1), 1000, now)
+        sink.budget("local", HOUR_BUDGET, budget, 120.0)
+        sink.budget("local", HOUR_BUDGET, budget, 120.0)
+        assert value(registry, VERIFIED, **LOCAL) == 1000.0
+        verify(budget, layer(2), 500, now)
+        sink.budget("local", HOUR_BUDGET, budget, 120.0)
+        assert value(registry, VERIFIED, **LOCAL) == 1500.0
+
+    def test_a_new_budget_with_fewer_bytes_counts_from_zero(self) -> None:
+        """A budget restarted by a reload (fewer verified bytes than counted) adds all of its
+        own bytes, so the counter never goes back."""
+        registry = CollectorRegistry()
+        sink = MetricsSink(Metrics(registry))
+        now = time.time()
+        old = BlobBudget(HOUR_BUDGET, hold=240, now=now)
+        verify(old, layer(1), 1000, now)
+        sink.budget("local", HOUR_BUDGET, old, 120.0)
+        new = BlobBudget(HOUR_BUDGET, hold=240, now=now)
+        verify(new, layer(2), 300, now)
+        sink.budget("local", HOUR_BUDGET, new, 120.0)
+        assert value(registry, VERIFIED, **LOCAL) == 1300.0
+
+    def test_a_new_budget_with_more_bytes_counts_them_all(self) -> None:
+        """A budget restarted by a reload adds all of its verified bytes, even when it verified
+        more than the old one had by its last export."""
+        registry = CollectorRegistry()
+        sink = MetricsSink(Metrics(registry))
+        now = time.time()
+        old = BlobBudget(HOUR_BUDGET, hold=240, now=now)
+        verify(old, layer(1), 1000, now)
+        sink.budget("local", HOUR_BUDGET, old, 120.0)
+        new = BlobBudget(HOUR_BUDGET, hold=240, now=now)
+        verify(new, layer(2), 1500, now)
+        sink.budget("local", HOUR_BUDGET, new, 120.0)
+        assert value(registry, VERIFIED, **LOCAL) == 2500.0
+
+    def test_forgotten_environments_lose_their_gauges(self) -> None:
+        """Environments no longer under a budget lose every budget gauge; the others keep theirs."""
+        registry = CollectorRegistry()
+        sink = MetricsSink(Metrics(registry))
+        now = time.time()
+        for environment in ("local", "other"):
+            budget = BlobBudget(HOUR_BUDGET, hold=240, now=now)
+            budget.take(layer(1), 1000, now)
+            sink.budget(environment, HOUR_BUDGET, budget, 120.0)
+        sink.forget_budgets_except({"other"})
+        gauges = (
+            "registry_canary_budget_bytes_per_hour",
+            "registry_canary_budget_full_verify_within_seconds",
+            "registry_canary_budget_catalog_bytes",
+            "registry_canary_budget_oldest_full_verification_age_seconds",
+            "registry_canary_budget_sufficient",
+        )
+        for name in gauges:
+            assert value(registry, name, **LOCAL) is None, name
+            assert value(registry, name, environment="other") is not None, name
+
+
+class TestStateSinkControl:
+    def test_the_last_round_of_each_environment_is_kept(self) -> None:
+        """controls() gives each environment's latest round as JSON with when it finished."""
+        state = StateSink()
+        assert state.controls() == {}
+        before = datetime.now(UTC)
+        state.control(control_result(), 140.0)
+        failed = control_result(Outcome.BLOB_UNKNOWN, failed_step=ControlStep.PULL)
+        state.control(failed, 140.0)
+        state.control(control_result(environment="other"), 140.0)
+        controls = state.controls()
+        assert set(controls) == {"local", "other"}
+        local = controls["local"]
+        finished = local.pop("finished_at")
+        assert local == failed.to_dict()
+        assert finished.endswith("Z")
+        assert datetime.fromisoformat(finished) >= before
+        assert controls["other"]["ok"] is True
+
+    def test_forget_control_drops_only_that_environment(self) -> None:
+        """Forgetting an environment's control removes its round; unknown names are ignored."""
+        state = StateSink()
+        state.control(control_result(), 140.0)
+        state.control(control_result(environment="other"), 140.0)
+        state.forget_control("local")
+        state.forget_control("never-had-one")
+        assert set(state.controls()) == {"other"}
+
+
+class TestLogSinkControl:
+    def test_a_good_round_is_one_info_line(self) -> None:
+        """A good round logs one control_probed line at info, without failure fields."""
+        with structlog.testing.capture_logs() as logs:
+            LogSink(structlog.get_logger("test")).control(control_result(), 140.0)
+        assert logs == [
+            {
+                "event": "control_probed",
+                "log_level": "info",
+                "environment": "local",
+                "repository": "canary/control",
+                "tag": "registry-canary-control-1682942400-0a1b2c3d",
+                "outcome": "ok",
+                "durations": {"push": 0.25, "pull": 0.5, "delete": 0.125},
+                "deleted": True,
+                "writes": 4,
+            }
+        ]
+
+    def test_a_failed_pull_back_is_a_warning_with_its_failures(self) -> None:
+        """A round whose pull back failed logs one warning line naming the step, each failed
+        request of the pull and the evidence."""
+        pull = result("canary/control", Outcome.BLOB_UNKNOWN)
+        failed = control_result(
+            Outcome.BLOB_UNKNOWN, failed_step=ControlStep.PULL, deleted=False, pull=pull
+        )
+        with structlog.testing.capture_logs() as logs:
+            LogSink(structlog.get_logger("test")).control(failed, 140.0)
+        [line] = logs
+        assert (line["event"], line["log_level"]) == ("control_probed", "warning")
+        assert line["outcome"] == "blob_unknown"
+        assert line["failed_step"] == "pull"
+        assert line["deleted"] is False
+        assert line["detail"] == "HTTP 404 BLOB_UNKNOWN on the pull back"
+        assert [(f["kind"], f["outcome"], f["detail"]) for f in line["failures"]] == [
+            ("config", "blob_unknown", "HTTP 404 BLOB_UNKNOWN")
+        ]
+
+    def test_a_failed_push_has_no_pull_failures(self) -> None:
+        """A round that failed before any pull names its step and evidence, and lists no pull
+        failures."""
+        failed = control_result(Outcome.TIMEOUT, failed_step=ControlStep.PUSH, deleted=None)
+        with structlog.testing.capture_logs() as logs:
+            LogSink(structlog.get_logger("test")).control(failed, 140.0)
+        [line] = logs
+        assert line["log_level"] == "warning"
+        assert line["failed_step"] == "push"
+        assert line["deleted"] is None
+        assert "failures" not in line
+        assert line["detail"] == "HTTP 404 BLOB_UNKNOWN on the pull back"

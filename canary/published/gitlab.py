@@ -16,10 +16,11 @@ from urllib.parse import quote
 import aiohttp
 from multidict import CIMultiDictProxy
 
-from canary.config import GitLab, PublishedSource
+from canary.config import PublishedSource
 from canary.published.judge import Observation
 from canary.registry.client import USER_AGENT, ssl_context
 from canary.registry.media import parse_timestamp
+from canary.servers import GitLab
 
 SOURCE = PublishedSource.GITLAB_API
 PER_PAGE = 100

@@ -9,14 +9,14 @@ import ssl
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
 from canary import __version__
-from canary.config import Alertmanager, BlobCheck, Environment, GitLab
+from canary.config import BlobCheck, Environment
 from canary.registry.auth import Authenticator, pull_scope
 from canary.registry.errors import (
     RegistryError,
@@ -35,6 +35,7 @@ from canary.registry.media import (
     digest_of,
 )
 from canary.results import Fetch, Hop, Outcome
+from canary.servers import Alertmanager, GitLab
 
 USER_AGENT = f"registry-canary/{__version__}"
 MAX_REDIRECTS = 5
@@ -373,18 +374,18 @@ class RegistryClient:
                     raise RegistryError(fetch) from None
                 digester.update(body)
                 if not digester.matches:
-                    raise RegistryError(
-                        response.fail(
-                            Outcome.DIGEST_MISMATCH,
-                            f"manifest body is {digester.actual}, {whose} is {claimed}",
-                        )
+                    fetch = response.fail(
+                        Outcome.DIGEST_MISMATCH,
+                        f"manifest body is {digester.actual}, {whose} is {claimed}",
                     )
+                    raise RegistryError(replace(fetch, digest=digester.actual))
             algorithm = (expected_digest or served or "sha256").partition(":")[0]
+            digest = digest_of(body, algorithm)
             return Manifest(
                 body=body,
-                digest=digest_of(body, algorithm),
+                digest=digest,
                 content_type=raw.headers.get("Content-Type"),
-                fetch=response.ok(len(body)),
+                fetch=replace(response.ok(len(body)), digest=digest),
             )
 
     async def fetch_blob(

@@ -1,4 +1,4 @@
-"""Consumers of probe results: metrics, logs and the state behind /status."""
+"""Consumers of probe results: metrics, logs, alerts, diagnosis and the state behind /status."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from canary.config import Target
-from canary.results import ImageResult
+from canary.results import ControlResult, ImageResult
 
 
 class Sink(Protocol):
@@ -17,3 +17,13 @@ class Sink(Protocol):
 
     def consume(self, result: ImageResult) -> None:
         """One pull finished."""
+
+
+class ControlSink(Protocol):
+    """Takes every finished control round."""
+
+    def control(self, result: ControlResult, stale_after: float) -> None:
+        """A control round finished; its verdict means nothing after `stale_after` seconds."""
+
+    def forget_control(self, environment: str) -> None:
+        """The environment no longer has a control probe."""

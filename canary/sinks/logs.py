@@ -1,4 +1,5 @@
-"""One canonical log line per image pull, with the evidence of whatever failed."""
+"""One canonical log line per image pull and per control round, with the evidence of whatever
+failed."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from canary.config import Target
-from canary.results import BlobResult, ImageResult, ManifestResult
+from canary.results import BlobResult, ControlResult, ImageResult, ManifestResult
 
 
 def _failure(item: ManifestResult | BlobResult) -> dict[str, Any]:
@@ -55,3 +56,26 @@ class LogSink:
             self._log.warning("image_probed", **fields)
         else:
             self._log.info("image_probed", **fields)
+
+    def control(self, result: ControlResult, stale_after: float) -> None:
+        fields: dict[str, Any] = {
+            "environment": result.environment,
+            "repository": result.repository,
+            "tag": result.tag,
+            "outcome": str(result.outcome),
+            "durations": {str(step): round(seconds, 4) for step, seconds in result.durations},
+            "deleted": result.deleted,
+            "writes": len(result.writes),
+        }
+        if result.ok and result.failed_step is None:
+            self._log.info("control_probed", **fields)
+            return
+        fields["failed_step"] = str(result.failed_step) if result.failed_step else None
+        if result.pull is not None and result.pull.failures:
+            fields["failures"] = [_failure(item) for item in result.pull.failures]
+        if result.evidence is not None:
+            fields["detail"] = result.evidence.detail
+        self._log.warning("control_probed", **fields)
+
+    def forget_control(self, environment: str) -> None:
+        pass

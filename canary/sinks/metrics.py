@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from collections.abc import Sequence
 from typing import TypeVar
 
 from prometheus_client.metrics import MetricWrapperBase
 
-from canary.config import Target
+from canary.budget import BlobBudget
+from canary.config import Budget, Target
 from canary.metrics import Metrics
-from canary.results import BlobKind, ImageResult, Outcome, PublishedStatus
+from canary.results import (
+    BlobKind,
+    ControlResult,
+    ControlStep,
+    ImageResult,
+    Outcome,
+    PublishedStatus,
+    WriteOperation,
+    WriteOutcome,
+)
 
 Key = tuple[str, str, str]
 M = TypeVar("M", bound=MetricWrapperBase)
@@ -24,6 +35,8 @@ class MetricsSink:
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         self._series: dict[Key, set[tuple[MetricWrapperBase, tuple[str, ...]]]] = {}
+        # Per environment, the budget last exported and how many of its bytes were counted.
+        self._budget_counted: dict[str, tuple[BlobBudget, int]] = {}
 
     def _touch(self, key: Key, metric: M, *labels: str) -> M:
         self._series[key].add((metric, labels))
@@ -50,6 +63,10 @@ class MetricsSink:
             self._touch(key, m.image_pull_failures, *key)
         for target in targets:
             self._touch(target.key, m.image_probe_interval, *target.key).set(target.interval)
+            if target.image.digest is None:  # unpinned by a reload: nothing to compare with
+                self._series[target.key].discard((m.tag_digest_matches_pin, target.key))
+                with contextlib.suppress(KeyError):
+                    m.tag_digest_matches_pin.remove(*target.key)
             self._drop_sources(target)
 
     def _drop_sources(self, target: Target) -> None:
@@ -81,6 +98,9 @@ class MetricsSink:
         if not result.ok:
             self._touch(key, m.image_pull_failures, *key).inc()
         self._touch(key, m.image_pull_success, *key).set(1 if result.ok else 0)
+        matches = result.matches_pin
+        if matches is not None:
+            self._touch(key, m.tag_digest_matches_pin, *key).set(1 if matches else 0)
         if (unknown := result.blobs_unknown) is not None:
             self._touch(key, m.image_blobs_unknown, *key).set(unknown)
         self._touch(key, m.image_last_probe, *key).set(now)
@@ -96,3 +116,60 @@ class MetricsSink:
                     m.tag_published.remove(*labels)
             valid = 1 if published.status is PublishedStatus.OK else 0
             self._touch(key, m.tag_published_valid, *labels).set(valid)
+
+    def control(self, result: ControlResult, stale_after: float) -> None:
+        m, env = self.metrics, result.environment
+        m.control_pull_success.labels(env).set(1 if result.ok else 0)
+        if result.ok:
+            m.control_last_success.labels(env).set(time.time())
+        for step, seconds in result.durations:
+            m.control_duration.labels(env, step).observe(seconds)
+        for operation, outcome in result.writes:
+            m.control_writes.labels(env, operation, outcome).inc()
+
+    def forget_control(self, environment: str) -> None:
+        m = self.metrics
+        for metric in (m.control_pull_success, m.control_last_success):
+            with contextlib.suppress(KeyError):
+                metric.remove(environment)
+        for step in ControlStep:
+            with contextlib.suppress(KeyError):
+                m.control_duration.remove(environment, step)
+        for operation, outcome in itertools.product(WriteOperation, WriteOutcome):
+            with contextlib.suppress(KeyError):
+                m.control_writes.remove(environment, operation, outcome)
+
+    def budget(self, environment: str, settings: Budget, budget: BlobBudget, cycle: float) -> None:
+        """Export where an environment's byte budget stands."""
+        m = self.metrics
+        m.budget_bytes_per_hour.labels(environment).set(settings.bytes_per_hour)
+        m.budget_full_verify_within.labels(environment).set(settings.full_verify_within)
+        m.budget_catalog_bytes.labels(environment).set(budget.catalog_bytes)
+        last, counted = self._budget_counted.get(environment, (None, 0))
+        # A new budget (its settings changed) counts its bytes from zero.
+        verified = budget.verified_bytes - (counted if last is budget else 0)
+        m.budget_verified_bytes.labels(environment).inc(verified)
+        self._budget_counted[environment] = (budget, budget.verified_bytes)
+        age = budget.oldest_age(time.time())
+        if age is None:
+            with contextlib.suppress(KeyError):
+                m.budget_oldest_verification_age.remove(environment)
+        else:
+            m.budget_oldest_verification_age.labels(environment).set(age)
+        m.budget_sufficient.labels(environment).set(0 if budget.shortfall(cycle) else 1)
+
+    def forget_budgets_except(self, environments: set[str]) -> None:
+        m = self.metrics
+        gauges = (
+            m.budget_bytes_per_hour,
+            m.budget_full_verify_within,
+            m.budget_catalog_bytes,
+            m.budget_oldest_verification_age,
+            m.budget_sufficient,
+            m.budget_verified_bytes,
+        )
+        for environment in [e for e in self._budget_counted if e not in environments]:
+            del self._budget_counted[environment]
+            for metric in gauges:
+                with contextlib.suppress(KeyError):
+                    metric.remove(environment)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from canary.config import Target
-from canary.results import ImageResult
+from canary.results import ControlResult, ImageResult
 
 Key = tuple[str, str, str]
 
@@ -28,6 +28,7 @@ class StateSink:
     def __init__(self) -> None:
         self._entries: dict[Key, Entry] = {}
         self._ready: set[str] = set()
+        self._controls: dict[str, tuple[ControlResult, datetime]] = {}
 
     def track(self, targets: Sequence[Target]) -> None:
         keys = [target.key for target in targets]
@@ -77,3 +78,16 @@ class StateSink:
                 }
             )
         return images
+
+    def control(self, result: ControlResult, stale_after: float) -> None:
+        self._controls[result.environment] = (result, datetime.now(UTC))
+
+    def forget_control(self, environment: str) -> None:
+        self._controls.pop(environment, None)
+
+    def controls(self) -> dict[str, dict[str, Any]]:
+        """The last control round of each environment that has one, for /status."""
+        return {
+            environment: {**result.to_dict(), "finished_at": _stamp(finished)}
+            for environment, (result, finished) in self._controls.items()
+        }
