@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -262,8 +262,7 @@ class ProbeScheduler:
             return
         key = (name, "", "//control")
         task = asyncio.current_task()
-        environment.users += 1
-        try:
+        with self._job(environment, key, control_job_id(name)):
             if task is not None:
                 self._running[key] = task
             if environment.cleanup_at is not None and time.time() >= environment.cleanup_at:
@@ -282,16 +281,6 @@ class ProbeScheduler:
                     sink.control(result, stale_after)
                 except Exception:
                     self._log.exception("sink_failed", sink=type(sink).__name__, job=name)
-        except asyncio.CancelledError:
-            if key in self._running:
-                self._log.warning("probe_cancelled", job=control_job_id(name))
-        except Exception:
-            self._log.exception("probe_job_failed", job=control_job_id(name))
-        finally:
-            self._running.pop(key, None)
-            environment.users -= 1
-            if environment in self._retired:
-                self._retire(environment)
 
     def _retire(self, environment: _Environment) -> None:
         """Close a replaced environment's client once no pull uses it any more."""
@@ -320,8 +309,7 @@ class ProbeScheduler:
             self._log.debug("probe_skipped", job=job_id(key), reason="rate_limited")
             return
         task = asyncio.current_task()
-        environment.users += 1
-        try:
+        with self._job(environment, key, job_id(key)):
             async with environment.slots:
                 if self._stopping:
                     return  # queued when shutdown began: not started, so nothing to report
@@ -345,12 +333,19 @@ class ProbeScheduler:
             # Rate limited is not failing: pulling more often would only make it worse.
             failing = not result.ok and result.outcome is not Outcome.TOOMANYREQUESTS
             self._set_cadence(target, failing=failing)
+
+    @contextlib.contextmanager
+    def _job(self, environment: _Environment, key: Key, name: str) -> Iterator[None]:
+        """A job's boundary: it holds its environment's client, and nothing escapes to the
+        scheduler. Only shutdown cancels a job (after its grace period)."""
+        environment.users += 1
+        try:
+            yield
         except asyncio.CancelledError:
-            # Only shutdown cancels a pull (after its grace period); the scheduler must not see it.
             if key in self._running:
-                self._log.warning("probe_cancelled", job=job_id(key))
+                self._log.warning("probe_cancelled", job=name)
         except Exception:
-            self._log.exception("probe_job_failed", job=job_id(key))
+            self._log.exception("probe_job_failed", job=name)
         finally:
             self._running.pop(key, None)
             environment.users -= 1
