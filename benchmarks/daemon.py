@@ -67,8 +67,7 @@ from common import (
 
 from canary.config import Image
 from canary.registry.media import ACCEPT
-from canary.schema import parse_duration
-from canary.schema import parse_size
+from canary.schema import parse_duration, parse_size
 from canary.seed import synthesize
 from canary.testbed import LocalRegistry, free_port, start_registry
 
