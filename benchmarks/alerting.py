@@ -22,18 +22,17 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import structlog
-from common import BenchError, images_main, verdict
+from common import BenchError, bench_targets, best_cpu, images_main, verdict
 from prometheus_client import CollectorRegistry
 
 from canary.alertmanager import Notifier
-from canary.config import Target, parse_config
+from canary.config import Target
 from canary.metrics import Metrics
 from canary.results import (
     BlobKind,
@@ -55,14 +54,6 @@ REPEATS = 3
 OUTPUT = Path(".bench/alerting.json")
 ALERTMANAGER = "prometheus-alertmanager"
 START_SECONDS = 20.0
-
-
-def catalog(images: int) -> list[Target]:
-    document = {
-        "environments": [{"name": "prod", "url": "http://127.0.0.1:5000"}],
-        "images": [{"repository": f"team/image-{i:04d}", "tag": "v1"} for i in range(images)],
-    }
-    return list(parse_config(document, "bench").targets())
 
 
 def pulled(target: Target, outcome: Outcome) -> ImageResult:
@@ -91,16 +82,6 @@ def pulled(target: Target, outcome: Outcome) -> ImageResult:
     )
 
 
-def cpu(run: Callable[[], None]) -> float:
-    """The best of REPEATS process CPU times of `run`."""
-    best = float("inf")
-    for _ in range(REPEATS):
-        start = time.process_time()
-        run()
-        best = min(best, time.process_time() - start)
-    return best
-
-
 def idle_notifier() -> Notifier:
     """A notifier that is never started: it keeps the firing set as the daemon's would."""
     settings = Alertmanager.model_validate({"url": "http://127.0.0.1:9"})
@@ -108,7 +89,7 @@ def idle_notifier() -> Notifier:
 
 
 def in_process(images: int) -> dict[str, Any]:
-    targets = catalog(images)
+    targets = bench_targets(images)
     ok = [pulled(t, Outcome.OK) for t in targets]
     lost = [pulled(t, Outcome.BLOB_UNKNOWN) for t in targets]
     rounds = 5
@@ -153,11 +134,11 @@ def in_process(images: int) -> dict[str, Any]:
             metric_sink.consume(result)
 
     results = rounds * images
-    reference = cpu(metrics_round) / results
-    healthy = cpu(healthy_round) / results
-    incident = cpu(incident_round) / results
-    ramp_seconds = cpu(ramp)
-    ramp_reference = cpu(metrics_once)
+    reference = best_cpu(metrics_round, REPEATS) / results
+    healthy = best_cpu(healthy_round, REPEATS) / results
+    incident = best_cpu(incident_round, REPEATS) / results
+    ramp_seconds = best_cpu(ramp, REPEATS)
+    ramp_reference = best_cpu(metrics_once, REPEATS)
     return {
         "images": images,
         "metric_sink_us_per_result": reference * 1e6,
@@ -196,7 +177,7 @@ async def post(url: str, count: int) -> tuple[float, int]:
     """Seconds from set_firing to the Alertmanager's acceptance of `count` alerts; JSON bytes."""
     registry = CollectorRegistry()
     metrics = Metrics(registry)
-    targets = catalog(count)
+    targets = bench_targets(count)
     sink = AlertSink()
     settings = Alertmanager.model_validate({"url": url})
     notifier = Notifier(settings, metrics, structlog.get_logger())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import select
@@ -306,3 +307,32 @@ def images_main(
         print("--images must be at least 1", file=sys.stderr)
         return 2
     return run_benchmark(tools, prefix, args.output, lambda work: bench(args.images, work), report)
+
+
+# In-process CPU figures.
+
+
+def best_cpu(run: Callable[[], object], repeats: int, prepare: bool = False) -> float:
+    """The best of `repeats` process CPU times of `run`, after a collection so that garbage of
+    the previous repeat is not charged to this one. With `prepare`, `run` is called untimed
+    and returns the callable to time (for work that consumes its input)."""
+    best = float("inf")
+    for _ in range(repeats):
+        timed = run() if prepare else run
+        assert callable(timed)
+        gc.collect()
+        start = time.process_time()
+        timed()
+        best = min(best, time.process_time() - start)
+    return best
+
+
+def bench_targets(images: int) -> list[Any]:
+    """`images` catalog targets in one environment, `prod`, as `run` would track them."""
+    from canary.config import parse_config
+
+    document = {
+        "environments": [{"name": "prod", "url": "http://127.0.0.1:5000"}],
+        "images": [{"repository": f"team/image-{i:04d}", "tag": "v1"} for i in range(images)],
+    }
+    return list(parse_config(document, "bench").targets())

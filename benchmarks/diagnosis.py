@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from common import BenchError, images_main, verdict
+from common import BenchError, bench_targets, best_cpu, images_main, verdict
 from prometheus_client import CollectorRegistry
 
 from canary.budget import BlobBudget, required_bytes_per_hour
@@ -90,27 +90,7 @@ LAYER_BYTES = 1024  # the control's own layer size
 STARTED = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def best_cpu(prepare: Callable[[], Callable[[], object]], repeats: int = REPEATS) -> float:
-    """The best of `repeats` process CPU times of the callable `prepare` returns (untimed)."""
-    best = float("inf")
-    for _ in range(repeats):
-        run = prepare()
-        gc.collect()
-        start = time.process_time()
-        run()
-        best = min(best, time.process_time() - start)
-    return best
-
-
 # Results.
-
-
-def catalog(images: int) -> list[Target]:
-    document = {
-        "environments": [{"name": "prod", "url": "http://127.0.0.1:5000"}],
-        "images": [{"repository": f"team/image-{i:04d}", "tag": "v1"} for i in range(images)],
-    }
-    return list(parse_config(document, "bench").targets())
 
 
 def blob(index: int, outcome: Outcome, kind: BlobKind = BlobKind.LAYER) -> BlobResult:
@@ -190,7 +170,7 @@ def quiet_log() -> Any:
 
 
 def diagnosis(images: int) -> dict[str, Any]:
-    targets = catalog(images)
+    targets = bench_targets(images)
     environment = targets[0].environment.name
     ok = [pulled(t, Outcome.OK) for t in targets]
     lost = [pulled(t, Outcome.BLOB_UNKNOWN) for t in targets]
@@ -217,11 +197,11 @@ def diagnosis(images: int) -> dict[str, Any]:
         return lambda: feed(fresh.consume, lost, 1)
 
     results = ROUNDS * images
-    reference = best_cpu(lambda: lambda: feed(metric_sink.consume, ok, ROUNDS)) / results
-    healthy = best_cpu(lambda: lambda: feed(healthy_sink.consume, ok, ROUNDS)) / results
-    incident = best_cpu(lambda: lambda: feed(incident_sink.consume, lost, ROUNDS)) / results
-    ramp_seconds = best_cpu(ramp)
-    ramp_reference = best_cpu(lambda: lambda: feed(metric_sink.consume, lost, 1))
+    reference = best_cpu(lambda: feed(metric_sink.consume, ok, ROUNDS), REPEATS) / results
+    healthy = best_cpu(lambda: feed(healthy_sink.consume, ok, ROUNDS), REPEATS) / results
+    incident = best_cpu(lambda: feed(incident_sink.consume, lost, ROUNDS), REPEATS) / results
+    ramp_seconds = best_cpu(ramp, REPEATS, prepare=True)
+    ramp_reference = best_cpu(lambda: feed(metric_sink.consume, lost, 1), REPEATS)
     return {
         "images": images,
         "metric_sink_us_per_result": reference * 1e6,
@@ -312,16 +292,16 @@ def budget(reference_result: ImageResult) -> dict[str, Any]:
         start = next(rounds) * CYCLE
         return lambda: granted.append(simulate_round(steady, images, start))
 
-    first = best_cpu(first_round) / layers
-    later = best_cpu(steady_round) / layers
+    first = best_cpu(first_round, REPEATS, prepare=True) / layers
+    later = best_cpu(steady_round, REPEATS, prepare=True) / layers
     now = next(rounds) * CYCLE
     # Housekeeping (every few seconds) and /status read the oldest age: a scan of every layer.
-    oldest_age = best_cpu(lambda: lambda: steady.oldest_age(now))
+    oldest_age = best_cpu(lambda: steady.oldest_age(now), REPEATS)
 
     metric_sink = MetricsSink(Metrics(CollectorRegistry()))
-    metric_sink.track(catalog(1))
+    metric_sink.track(bench_targets(1))
     repeated = [reference_result] * 1000
-    per_result = best_cpu(lambda: lambda: feed(metric_sink.consume, repeated, 1)) / 1000
+    per_result = best_cpu(lambda: feed(metric_sink.consume, repeated, 1), REPEATS) / 1000
     per_layer = per_result / BUDGET_LAYERS_PER_IMAGE
     pulls = metric_sink.metrics.registry.get_sample_value(
         "registry_canary_image_pulls_total",
@@ -379,8 +359,8 @@ def junit(images: int) -> dict[str, Any]:
             f"the JUnit report counts {root.get('tests')} tests and {root.get('failures')} "
             f"failures, not {images} and {failing}"
         )
-    reference = best_cpu(lambda: lambda: render_json(results))
-    rendering = best_cpu(lambda: lambda: render_junit(results))
+    reference = best_cpu(lambda: render_json(results), REPEATS)
+    rendering = best_cpu(lambda: render_junit(results), REPEATS)
     return {
         "junit_results": images,
         "junit_failing": failing,

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from common import images_main, verdict
+from common import best_cpu, images_main, verdict
 
 from canary.statuspage import render
 
@@ -68,20 +67,11 @@ def document(images: int) -> dict[str, Any]:
     }
 
 
-def best(run: Any) -> float:
-    times = []
-    for _ in range(REPEATS):
-        start = time.process_time()
-        run()
-        times.append(time.process_time() - start)
-    return min(times)
-
-
 def bench(images: int, work: Path) -> dict[str, Any]:
     status = document(images)
     page = render(status)
-    reference = best(lambda: json.dumps(status))
-    rendering = best(lambda: render(status))
+    reference = best_cpu(lambda: json.dumps(status), REPEATS)
+    rendering = best_cpu(lambda: render(status), REPEATS)
     return {
         "images": images,
         "page_bytes": len(page.encode()),

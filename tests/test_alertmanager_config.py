@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -203,6 +203,56 @@ def as_alerts(
         alert(labels, annotations, starts_at=starts_at, ends_at=ends_at)
         for labels, annotations in pairs
     ]
+
+
+def held(
+    alertmanager: AlertmanagerServer, pairs: list[tuple[dict[str, str], dict[str, str]]]
+) -> Callable[[dict[str, str]], str]:
+    """Post `pairs` as firing alerts, wait until Alertmanager holds them all, and return the
+    lookup of an alert's fingerprint by its labels (fingerprints depend on labels alone)."""
+    now = datetime.now(UTC)
+    alertmanager.post_alerts(as_alerts(pairs, now - timedelta(minutes=1), now + timedelta(hours=1)))
+
+    def everything() -> list[dict[str, Any]]:
+        found = alertmanager.alerts(active_only=False)
+        assert len(found) == len(pairs), found
+        return found
+
+    fingerprints = {
+        json.dumps(item["labels"], sort_keys=True): str(item["fingerprint"])
+        for item in eventually(everything, timeout=DELIVERY_SECONDS)
+    }
+    return lambda labels: fingerprints[json.dumps(labels, sort_keys=True)]
+
+
+def settled_inhibitions(
+    alertmanager: AlertmanagerServer, expected: dict[str, list[str]]
+) -> dict[str, dict[str, Any]]:
+    """Wait until exactly the `expected` alerts are suppressed, each by its listed inhibitors
+    (inhibition is applied asynchronously); return their statuses by fingerprint."""
+
+    def settled() -> dict[str, dict[str, Any]]:
+        suppressed = {
+            item["fingerprint"]: item["status"]
+            for item in alertmanager.alerts(active_only=False)
+            if item["status"]["state"] == "suppressed"
+        }
+        assert {key: status["inhibitedBy"] for key, status in suppressed.items()} == expected
+        return suppressed
+
+    return eventually(settled, timeout=DELIVERY_SECONDS)
+
+
+def active(alertmanager: AlertmanagerServer) -> list[tuple[str, str, str | None]]:
+    """(alertname, environment, repository) of the alerts Alertmanager would notify, sorted."""
+    return sorted(
+        (
+            item["labels"]["alertname"],
+            item["labels"]["environment"],
+            item["labels"].get("repository"),
+        )
+        for item in alertmanager.alerts()
+    )
 
 
 def routes_test(*labels: str) -> list[str]:
@@ -465,29 +515,10 @@ def test_a_later_widespread_alert_updates_the_same_incident(
 def test_inhibited_alerts_show_as_suppressed(alertmanager: AlertmanagerServer) -> None:
     """Under Widespread the per-repository pages, under a page their repositories' tickets,
     and under a fast burn the slow-burn ticket are suppressed, each naming its inhibitor."""
-    now = datetime.now(UTC)
-    pairs = [
-        *outage(),
-        error_budget_burn("prod", "page"),
-        error_budget_burn("prod", "ticket"),
-    ]
-    alertmanager.post_alerts(as_alerts(pairs, now - timedelta(minutes=1), now + timedelta(hours=1)))
-
-    def everything() -> list[dict[str, Any]]:
-        held = alertmanager.alerts(active_only=False)
-        assert len(held) == len(pairs), held
-        return held
-
-    # Fingerprints depend on labels alone; inhibition is applied asynchronously, so the
-    # states are polled below until they have settled.
-    fingerprints = {
-        json.dumps(item["labels"], sort_keys=True): item["fingerprint"]
-        for item in eventually(everything, timeout=DELIVERY_SECONDS)
-    }
-
-    def fingerprint(labels: dict[str, str]) -> str:
-        return str(fingerprints[json.dumps(labels, sort_keys=True)])
-
+    fingerprint = held(
+        alertmanager,
+        [*outage(), error_budget_burn("prod", "page"), error_budget_burn("prod", "ticket")],
+    )
     expected_inhibitors = {
         fingerprint(blob_unknown("prod", repository)[0]): [fingerprint(widespread("prod", 30)[0])]
         for repository in PROD_REPOSITORIES
@@ -498,29 +529,9 @@ def test_inhibited_alerts_show_as_suppressed(alertmanager: AlertmanagerServer) -
     expected_inhibitors[fingerprint(error_budget_burn("prod", "ticket")[0])] = [
         fingerprint(error_budget_burn("prod", "page")[0])
     ]
-
-    def settled() -> dict[str, dict[str, Any]]:
-        suppressed = {
-            item["fingerprint"]: item["status"]
-            for item in everything()
-            if item["status"]["state"] == "suppressed"
-        }
-        found = {key: status["inhibitedBy"] for key, status in suppressed.items()}
-        assert found == expected_inhibitors
-        return suppressed
-
-    suppressed = eventually(settled, timeout=DELIVERY_SECONDS)
+    suppressed = settled_inhibitions(alertmanager, expected_inhibitors)
     assert all(not status["silencedBy"] for status in suppressed.values())
-
-    active = sorted(
-        (
-            item["labels"]["alertname"],
-            item["labels"]["environment"],
-            item["labels"].get("repository"),
-        )
-        for item in alertmanager.alerts()
-    )
-    assert active == [
+    assert active(alertmanager) == [
         ("RegistryCanaryBlobUnknown", "staging", "canary/alpine"),
         ("RegistryCanaryBlobUnknown", "staging", "canary/busybox"),
         ("RegistryCanaryBlobUnknownWidespread", "prod", None),
@@ -588,23 +599,7 @@ def test_legacy_data_unreadable_inhibits_what_it_explains(
     """Under LegacyDataUnreadable, Widespread, every BlobUnknown and the pull, date and pin
     tickets of its environment are suppressed naming it; under an insufficient budget the
     overdue verification of its environment. Nothing of staging is."""
-    now = datetime.now(UTC)
-    pairs = legacy_outage()
-    alertmanager.post_alerts(as_alerts(pairs, now - timedelta(minutes=1), now + timedelta(hours=1)))
-
-    def everything() -> list[dict[str, Any]]:
-        held = alertmanager.alerts(active_only=False)
-        assert len(held) == len(pairs), held
-        return held
-
-    fingerprints = {
-        json.dumps(item["labels"], sort_keys=True): item["fingerprint"]
-        for item in eventually(everything, timeout=DELIVERY_SECONDS)
-    }
-
-    def fingerprint(labels: dict[str, str]) -> str:
-        return str(fingerprints[json.dumps(labels, sort_keys=True)])
-
+    fingerprint = held(alertmanager, legacy_outage())
     legacy = [fingerprint(legacy_data_unreadable("prod")[0])]
     explained = [
         widespread("prod", len(PROD_REPOSITORIES)),
@@ -618,24 +613,8 @@ def test_legacy_data_unreadable_inhibits_what_it_explains(
         fingerprint(budget_insufficient("prod")[0])
     ]
 
-    def settled() -> None:
-        found = {
-            item["fingerprint"]: item["status"]["inhibitedBy"]
-            for item in everything()
-            if item["status"]["state"] == "suppressed"
-        }
-        assert found == expected_inhibitors
-
-    eventually(settled, timeout=DELIVERY_SECONDS)
-    active = sorted(
-        (
-            item["labels"]["alertname"],
-            item["labels"]["environment"],
-            item["labels"].get("repository"),
-        )
-        for item in alertmanager.alerts()
-    )
-    assert active == [
+    settled_inhibitions(alertmanager, expected_inhibitors)
+    assert active(alertmanager) == [
         ("RegistryCanaryBlobUnknown", "staging", "canary/alpine"),
         ("RegistryCanaryBlobUnknown", "staging", "canary/busybox"),
         ("RegistryCanaryBudgetInsufficient", "prod", None),

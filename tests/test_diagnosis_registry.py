@@ -95,7 +95,7 @@ class TestLegacyDataUnreadable:
         with daemon_for(tmp_path, [with_control(registry.url)]) as daemon:
             eventually(lambda: all_verified(daemon), timeout=WAIT)
             eventually(
-                lambda: value(daemon, "registry_canary_control_pull_success") == 1.0 or None,
+                lambda: _equal(value(daemon, "registry_canary_control_pull_success"), 1.0),
                 timeout=WAIT,
             )
             assert diagnosis(daemon) == only(None)

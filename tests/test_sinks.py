@@ -8,6 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 import structlog
 from prometheus_client import CollectorRegistry
 
@@ -609,9 +610,10 @@ class TestMetricsSinkBudget:
         sink.budget("local", HOUR_BUDGET, budget, 120.0)
         assert value(registry, VERIFIED, **LOCAL) == 1500.0
 
-    def test_a_new_budget_with_fewer_bytes_counts_from_zero(self) -> None:
-        """A budget restarted by a reload (fewer verified bytes than counted) adds all of its
-        own bytes, so the counter never goes back."""
+    @pytest.mark.parametrize(("new_bytes", "expected"), [(300, 1300.0), (1500, 2500.0)])
+    def test_a_new_budget_counts_all_of_its_bytes(self, new_bytes: int, expected: float) -> None:
+        """A budget restarted by a reload adds all of its verified bytes, whether it verified
+        fewer or more than the old one had by its last export: the counter never goes back."""
         registry = CollectorRegistry()
         sink = MetricsSink(Metrics(registry))
         now = time.time()
@@ -619,23 +621,9 @@ class TestMetricsSinkBudget:
         verify(old, layer(1), 1000, now)
         sink.budget("local", HOUR_BUDGET, old, 120.0)
         new = BlobBudget(HOUR_BUDGET, hold=240, now=now)
-        verify(new, layer(2), 300, now)
+        verify(new, layer(2), new_bytes, now)
         sink.budget("local", HOUR_BUDGET, new, 120.0)
-        assert value(registry, VERIFIED, **LOCAL) == 1300.0
-
-    def test_a_new_budget_with_more_bytes_counts_them_all(self) -> None:
-        """A budget restarted by a reload adds all of its verified bytes, even when it verified
-        more than the old one had by its last export."""
-        registry = CollectorRegistry()
-        sink = MetricsSink(Metrics(registry))
-        now = time.time()
-        old = BlobBudget(HOUR_BUDGET, hold=240, now=now)
-        verify(old, layer(1), 1000, now)
-        sink.budget("local", HOUR_BUDGET, old, 120.0)
-        new = BlobBudget(HOUR_BUDGET, hold=240, now=now)
-        verify(new, layer(2), 1500, now)
-        sink.budget("local", HOUR_BUDGET, new, 120.0)
-        assert value(registry, VERIFIED, **LOCAL) == 2500.0
+        assert value(registry, VERIFIED, **LOCAL) == expected
 
     def test_forgotten_environments_lose_their_gauges(self) -> None:
         """Environments no longer under a budget lose every budget gauge; the others keep theirs."""
