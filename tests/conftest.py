@@ -8,13 +8,16 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
 
 from canary.config import Config, parse_config
 from canary.testbed import LocalRegistry, start_registry
+
+if TYPE_CHECKING:
+    from tests.daemon_fixtures import DaemonFactory
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,6 +27,26 @@ def registry(tmp_path: Path) -> Iterator[LocalRegistry]:
     """A fresh anonymous registry with an empty temporary storage root."""
     with start_registry(tmp_path / "registry") as running:
         yield running
+
+
+@pytest.fixture
+def no_delete_registry(tmp_path: Path) -> Iterator[LocalRegistry]:
+    """A registry whose DELETE API is turned off, as many production registries have it."""
+    with start_registry(tmp_path / "no-delete", delete=False) as running:
+        yield running
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[DaemonFactory]:
+    """Starts daemons with their configs and logs in `tmp_path`; stops them all at teardown."""
+    # Imported here: tests.daemon_fixtures imports this module.
+    from tests.daemon_fixtures import DaemonFactory
+
+    factory = DaemonFactory(tmp_path)
+    try:
+        yield factory
+    finally:
+        factory.stop_all()
 
 
 def catalog(url: str, images: list[dict[str, Any]], **environment: Any) -> dict[str, Any]:

@@ -51,6 +51,20 @@ def eventually(check: Callable[[], T], timeout: float, poll: float = 0.1) -> T:
         time.sleep(poll)
 
 
+def equal(found: T, expected: object) -> T:
+    """Raise AssertionError unless `found` equals `expected`; return the value. For checks
+    passed to `eventually`."""
+    assert found == expected, f"{found!r} != {expected!r}"
+    return found
+
+
+def at_least(value: float, wanted: float) -> float:
+    """Raise AssertionError unless `value` is at least `wanted`; return the value. For checks
+    passed to `eventually`."""
+    assert value >= wanted, f"{value} < {wanted}"
+    return value
+
+
 def daemon_catalog(
     environments: list[dict[str, Any]],
     images: list[dict[str, Any]],

@@ -23,6 +23,7 @@ import pytest
 from canary.testbed import LocalRegistry, start_registry
 from tests.alertmanager_fixtures import (
     PAGERDUTY_PATH,
+    TEST_GROUP_INTERVAL_SECONDS,
     AlertmanagerServer,
     NotificationReceiver,
     running_alertmanager,
@@ -34,6 +35,7 @@ from tests.daemon_fixtures import (
     DaemonFactory,
     DaemonProcess,
     PrometheusServer,
+    at_least,
     daemon_catalog,
     eventually,
     http_get,
@@ -218,7 +220,8 @@ def test_lost_blob_links_page_from_both_paths_and_resolve_on_repush(
 
 def test_a_hanging_alertmanager_never_holds_up_probing(tmp_path: Path) -> None:
     """With an Alertmanager that accepts connections and never answers, the daemon keeps
-    pulling on schedule, counts each post as a timeout and still reports the alert firing."""
+    pulling while its posts hang, counts each post as a timeout and still reports the alert
+    firing."""
     with contextlib.ExitStack() as stack:
         registry = stack.enter_context(start_registry(tmp_path / "registry"))
         images = [{"repository": LOST, "tag": "v1"}]
@@ -251,33 +254,35 @@ def test_a_hanging_alertmanager_never_holds_up_probing(tmp_path: Path) -> None:
             assert found, "no timeout series"
             return found[0]
 
-        first = eventually(lambda: _at_least(timeouts(), 1), timeout=DETECTION_SECONDS)
+        first = eventually(lambda: at_least(timeouts(), 1), timeout=DETECTION_SECONDS)
+        # The Alertmanager never answers, so every post from here on hangs until its timeout;
+        # pulls go on meanwhile, and the posts keep timing out.
         pulls = len(daemon.events("image_probed"))
-        eventually(lambda: _at_least(timeouts(), first + 2), timeout=DETECTION_SECONDS)
-        # Two more posts hung for 2 s each (and a retry pause): the suspect cadence (a quarter
-        # of the 1 s interval) fits a dozen pulls in that time; pulls waiting on posts, two.
-        pulled = len(daemon.events("image_probed")) - pulls
-        assert pulled >= 6, f"only {pulled} pulls while two posts timed out"
+        eventually(
+            lambda: at_least(len(daemon.events("image_probed")), pulls + 3),
+            timeout=DETECTION_SECONDS,
+        )
+        eventually(lambda: at_least(timeouts(), first + 1), timeout=DETECTION_SECONDS)
         status, state = daemon.get_json("/status")
         assert status == 200
         assert state["alerts"]["firing"] == [EXPECTED]
         assert daemon.get("/healthz")[0] == 200
 
 
-def _at_least(value: float, wanted: float) -> float:
-    assert value >= wanted, f"{value} < {wanted}"
-    return value
-
-
 LEGACY = "RegistryCanaryLegacyDataUnreadable"
+LEGACY_SUMMARY = "[FIRING] local: previously pushed images are unreadable, fresh pushes work"
+# Long enough for a notification that should not come to have come: Alertmanager sends a
+# group's changes at most once per group_interval.
+QUIET_SECONDS = 3 * TEST_GROUP_INTERVAL_SECONDS
 
 
 def test_old_data_lost_while_fresh_pushes_work_pages_once_as_legacy_data_unreadable(
     tmp_path: Path,
 ) -> None:
     """With a control repository that stays writable and every catalog repository's blob links
-    gone, the rule pack raises RegistryCanaryLegacyDataUnreadable, which pages through the shipped
-    routing and holds back the per-repository BlobUnknown pages of that environment."""
+    gone, the rule pack raises RegistryCanaryLegacyDataUnreadable, which pages once through the
+    shipped routing and holds back the per-repository BlobUnknown pages of that environment."""
+    repositories = sorted((*HEALTHY, LOST))
     with stack(tmp_path, control="canary-control/fresh") as s:
 
         def control_verified() -> None:
@@ -285,36 +290,52 @@ def test_old_data_lost_while_fresh_pushes_work_pages_once_as_legacy_data_unreada
             assert [value for _, value in found] == [1.0]
 
         eventually(control_verified, timeout=DETECTION_SECONDS)
-        for repository in (*HEALTHY, LOST):
+        for repository in repositories:
             s.registry.remove_layer_links(repository)
 
-        def paged() -> dict[str, Any]:
+        def paged() -> None:
             firing = [a for a in s.prometheus.alerts() if a["state"] == "firing"]
             assert [
                 a["labels"]["environment"] for a in firing if a["labels"]["alertname"] == LEGACY
             ] == ["local"]
-            found = [
-                p
-                for p in pages(s.pagerduty, s.shared)
-                if p["event_action"] == "trigger" and "fresh pushes work" in p["payload"]["summary"]
-            ]
-            assert found, pages(s.pagerduty, s.shared)
-            page: dict[str, Any] = found[-1]
-            return page
+            summaries = [p["payload"]["summary"] for p in pages(s.pagerduty, s.shared)]
+            assert LEGACY_SUMMARY in summaries, summaries
 
-        page = eventually(paged, timeout=DETECTION_SECONDS, poll=0.1)
-        assert page["payload"]["summary"] == (
-            "[FIRING] local: previously pushed images are unreadable, fresh pushes work"
-        )
-        # Under the legacy page, the daemon's and the rule's per-repository pages are inhibited.
-        suppressed = [
-            a for a in s.shared.alerts(active_only=False) if a["labels"]["alertname"] == ALERT
-        ]
-        assert suppressed
-        assert all(a["status"]["state"] == "suppressed" for a in suppressed), suppressed
-        assert {name for a in suppressed for name in a["status"]["inhibitedBy"]}
+        def direct_paged_every_repository() -> None:
+            # "direct" has only the daemon's alerts: one BlobUnknown per repository, no legacy.
+            found = pages(s.pagerduty, s.direct)
+            assert found, found
+            assert found[-1]["payload"]["custom_details"]["num_firing"] == "3", found[-1]
+
+        eventually(paged, timeout=DETECTION_SECONDS, poll=0.1)
+        # Both Alertmanagers post to the one receiver: with "direct" settled too, nothing more
+        # may come.
+        eventually(direct_paged_every_repository, timeout=DETECTION_SECONDS)
+        received = s.pagerduty.bodies(PAGERDUTY_PATH)
+        received = s.pagerduty.expect_no_more(PAGERDUTY_PATH, len(received), QUIET_SECONDS)
+        shared = [p for p in received if p["client_url"].startswith(s.shared.url + "/")]
+        assert {p["event_action"] for p in shared} == {"trigger"}, shared
         # One incident for the environment: any earlier trigger (the daemon's BlobUnknown can beat
-        # the rule) carries the same dedup key, and the latest one names the cause.
-        triggers = [p for p in pages(s.pagerduty, s.shared) if p["event_action"] == "trigger"]
-        assert len({p["dedup_key"] for p in triggers}) == 1, triggers
-        assert triggers[-1]["payload"]["summary"] == page["payload"]["summary"]
+        # the rule) carries the same dedup key; the legacy one came once, and last.
+        assert len({p["dedup_key"] for p in shared}) == 1, shared
+        legacy = [p for p in shared if p["payload"]["summary"] == LEGACY_SUMMARY]
+        assert legacy == [shared[-1]], shared
+        details = shared[-1]["payload"]["custom_details"]
+        assert details["num_firing"] == "1", details
+        assert details["alerts"].startswith(f"{LEGACY}: "), details
+        assert ALERT not in details["alerts"], details
+
+        # Under the legacy page, the daemon's and the rule's per-repository alerts (one per
+        # repository in Alertmanager) are inhibited, each naming the legacy alert.
+        def inhibited_by_legacy() -> None:
+            held = s.shared.alerts(active_only=False)
+            sources = [a["fingerprint"] for a in held if a["labels"]["alertname"] == LEGACY]
+            assert len(sources) == 1, held
+            suppressed = sorted(
+                (a["labels"]["repository"], a["status"]["inhibitedBy"])
+                for a in held
+                if a["labels"]["alertname"] == ALERT and a["status"]["state"] == "suppressed"
+            )
+            assert suppressed == [(r, sources) for r in repositories], held
+
+        eventually(inhibited_by_legacy, timeout=DETECTION_SECONDS)

@@ -478,7 +478,9 @@ def test_environment_wide_outage_pages_once_per_environment_and_resolves(
     assert closed["status"] == "resolved", closed
     # Alertmanager lists resolved alerts even if they were inhibited while firing (an
     # inhibitor that has resolved inhibits nothing), so prod's first repository is here too.
-    assert "x" in [a["labels"]["repository"] for a in closed["alerts"]], closed
+    assert sorted(a["labels"]["repository"] for a in closed["alerts"]) == sorted(
+        ["x", PROD_REPOSITORIES[0]]
+    ), closed
 
 
 def test_a_later_widespread_alert_updates_the_same_incident(

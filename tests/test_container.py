@@ -523,15 +523,6 @@ def closed_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[DaemonFactory]:
-    factory = DaemonFactory(tmp_path)
-    try:
-        yield factory
-    finally:
-        factory.stop_all()
-
-
 def test_healthcheck_passes_against_a_running_daemon(
     daemons: DaemonFactory, closed_port: int
 ) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -131,15 +130,6 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusS
 @pytest.fixture
 def local(seeded_registry: LocalRegistry) -> dict[str, Any]:
     return {"name": "local", "url": seeded_registry.url}
-
-
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[DaemonFactory]:
-    factory = DaemonFactory(tmp_path)
-    try:
-        yield factory
-    finally:
-        factory.stop_all()
 
 
 @pytest.fixture

@@ -766,11 +766,12 @@ def answers_with_data(
     def answers() -> None:
         found = prometheus.query(expr)
         assert found, f"{panel['title']}: no series for {expr}"
-        assert finite([value for _, value in found]), (expr, found)
+        values = [value for _, value in found]
+        assert finite(values) == values, (expr, found)
         if target["range"]:
             series = query_range(prometheus, expr, started, time.time())
             assert series, f"{panel['title']}: no range series for {expr}"
-            assert finite([v for _, values in series for v in values]), (expr, series)
+            assert all(finite(points) for _, points in series), (expr, series)
 
     eventually(answers, timeout=DATA_SECONDS, poll=0.5)
 

@@ -3,9 +3,7 @@ control probe, the registry down, storage unreachable, and two environments that
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,14 @@ from canary.config import Image
 from canary.seed import synthesize
 from canary.testbed import LocalRegistry, free_port, start_registry
 from tests.conftest import seed_images, write_config
-from tests.daemon_fixtures import DaemonFactory, DaemonProcess, daemon_catalog, eventually, http_get
+from tests.daemon_fixtures import (
+    DaemonFactory,
+    DaemonProcess,
+    daemon_catalog,
+    equal,
+    eventually,
+    http_get,
+)
 
 pytestmark = pytest.mark.registry
 
@@ -62,18 +67,6 @@ def all_verified(daemon: DaemonProcess, environment: str = "local") -> None:
     assert all(i["ok"] for i in mine), [(i["repository"], i["outcome"]) for i in mine]
 
 
-@contextlib.contextmanager
-def daemon_for(
-    root: Path, environments: list[dict[str, Any]], **defaults: Any
-) -> Iterator[DaemonProcess]:
-    (root / "daemon").mkdir(exist_ok=True)
-    factory = DaemonFactory(root / "daemon")
-    try:
-        yield factory.start("canary", daemon_catalog(environments, IMAGES, **defaults))
-    finally:
-        factory.stop_all()
-
-
 def seeded(registry: LocalRegistry, root: Path) -> None:
     document = {"environments": [{"name": "local", "url": registry.url}], "images": IMAGES}
     seed_images(write_config(root, document, name=f"seed-{registry.port}.yaml"))
@@ -85,49 +78,50 @@ def with_control(url: str, name: str = "local") -> dict[str, Any]:
 
 class TestLegacyDataUnreadable:
     def test_old_data_lost_while_fresh_pushes_work(
-        self, registry: LocalRegistry, tmp_path: Path
+        self, registry: LocalRegistry, tmp_path: Path, daemons: DaemonFactory
     ) -> None:
         """With every catalog repository's blob links gone and the control repository writable,
         the daemon states legacy_data_unreadable, shows it on /status and the status page,
         and takes it back once the images are pushed again."""
         seeded(registry, tmp_path)
         catalog_tags = {r: tags(registry, r) for r in CATALOG}
-        with daemon_for(tmp_path, [with_control(registry.url)]) as daemon:
-            eventually(lambda: all_verified(daemon), timeout=WAIT)
-            eventually(
-                lambda: _equal(value(daemon, "registry_canary_control_pull_success"), 1.0),
-                timeout=WAIT,
-            )
-            assert diagnosis(daemon) == only(None)
+        daemon = daemons.start("canary", daemon_catalog([with_control(registry.url)], IMAGES))
+        eventually(lambda: all_verified(daemon), timeout=WAIT)
+        eventually(
+            lambda: equal(value(daemon, "registry_canary_control_pull_success"), 1.0),
+            timeout=WAIT,
+        )
+        assert diagnosis(daemon) == only(None)
 
-            for repository in CATALOG:
-                registry.remove_layer_links(repository)
-            eventually(lambda: _equal(diagnosis(daemon), only("legacy_data_unreadable")), WAIT)
+        for repository in CATALOG:
+            registry.remove_layer_links(repository)
+        eventually(lambda: equal(diagnosis(daemon), only("legacy_data_unreadable")), WAIT)
 
-            _status, document = daemon.get_json("/status")
-            (environment,) = document["environments"]
-            signatures = environment["diagnosis"]["signatures"]
-            assert [s["signature"] for s in signatures] == ["legacy_data_unreadable"]
-            assert "previously written data" in signatures[0]["explanation"]
-            assert environment["control"]["ok"] is True
-            assert environment["control"]["repository"] == CONTROL
-            page = daemon.get("/")[1].decode()
-            assert 'data-signature="legacy_data_unreadable"' in page
-            last = daemon.events("diagnosis")[-1]
-            assert (last["signature"], last["active"]) == ("legacy_data_unreadable", True)
-            # The control's writes are counted, and it cleans up after itself.
-            uploads = value(
-                daemon,
-                "registry_canary_control_writes_total",
-                operation="blob_upload",
-                outcome="ok",
-            )
-            assert uploads is not None
-            assert uploads >= 2
+        _status, document = daemon.get_json("/status")
+        (environment,) = document["environments"]
+        signatures = environment["diagnosis"]["signatures"]
+        assert [s["signature"] for s in signatures] == ["legacy_data_unreadable"]
+        assert "previously written data" in signatures[0]["explanation"]
+        assert environment["control"]["ok"] is True
+        assert environment["control"]["repository"] == CONTROL
+        page = daemon.get("/")[1].decode()
+        assert 'data-signature="legacy_data_unreadable"' in page
+        last = daemon.events("diagnosis")[-1]
+        assert (last["signature"], last["active"]) == ("legacy_data_unreadable", True)
+        # The control's writes are counted, and it cleans up after itself: read from one scrape,
+        # a round's uploads and its delete.
+        writes = {
+            (s.labels["operation"], s.labels["outcome"]): s.value
+            for s in daemon.metrics()
+            if s.name == "registry_canary_control_writes_total"
+        }
+        assert writes.get(("blob_upload", "ok"), 0.0) >= 2, writes
+        assert writes.get(("manifest_delete", "ok"), 0.0) >= 1, writes
 
-            again = {"environments": [{"name": "local", "url": registry.url}], "images": IMAGES}
-            seed_images(write_config(tmp_path, again, name="repush.yaml"), "--repush")
-            eventually(lambda: _equal(diagnosis(daemon), only(None)), WAIT)
+        again = {"environments": [{"name": "local", "url": registry.url}], "images": IMAGES}
+        seed_images(write_config(tmp_path, again, name="repush.yaml"), "--repush")
+        eventually(lambda: equal(diagnosis(daemon), only(None)), WAIT)
+        daemon.stop()  # no control round is in flight while the tags are read below
         # Catalog repositories were never written by the control probe; its own tags are gone.
         assert {r: tags(registry, r) for r in CATALOG} == catalog_tags
         assert tags(registry, CONTROL) == []
@@ -135,32 +129,36 @@ class TestLegacyDataUnreadable:
 
 class TestOtherSignatures:
     def test_registry_stopped_is_registry_down(
-        self, registry: LocalRegistry, tmp_path: Path
+        self, registry: LocalRegistry, tmp_path: Path, daemons: DaemonFactory
     ) -> None:
         """When the registry stops answering, every pull and the control fail: registry_down."""
         seeded(registry, tmp_path)
-        with daemon_for(tmp_path, [with_control(registry.url)], timeout="3s") as daemon:
-            eventually(lambda: all_verified(daemon), timeout=WAIT)
-            registry.stop()
-            eventually(lambda: _equal(diagnosis(daemon), only("registry_down")), WAIT)
-            _status, document = daemon.get_json("/status")
-            assert document["environments"][0]["control"]["ok"] is False
+        document = daemon_catalog([with_control(registry.url)], IMAGES, timeout="3s")
+        daemon = daemons.start("canary", document)
+        eventually(lambda: all_verified(daemon), timeout=WAIT)
+        registry.stop()
+        eventually(lambda: equal(diagnosis(daemon), only("registry_down")), WAIT)
+        _status, status = daemon.get_json("/status")
+        assert status["environments"][0]["control"]["ok"] is False
 
-    def test_storage_redirect_target_down_is_storage_unreachable(self, tmp_path: Path) -> None:
+    def test_storage_redirect_target_down_is_storage_unreachable(
+        self, tmp_path: Path, daemons: DaemonFactory
+    ) -> None:
         """A registry that redirects blob reads to storage nobody answers on: manifests load,
         every blob fails at the storage hop, and the diagnosis is storage_unreachable."""
         root = tmp_path / "registry"
         with start_registry(root) as plain:
             seeded(plain, tmp_path)
         dead = f"http://127.0.0.1:{free_port()}/"
-        with (
-            start_registry(root, redirect_to=dead) as redirecting,
-            daemon_for(tmp_path, [{"name": "local", "url": redirecting.url}]) as daemon,
-        ):
+        with start_registry(root, redirect_to=dead) as redirecting:
+            environments = [{"name": "local", "url": redirecting.url}]
+            daemon = daemons.start("canary", daemon_catalog(environments, IMAGES))
 
             def all_failed_at_storage() -> None:
                 _status, document = daemon.get_json("/status")
-                for image in document["images"]:
+                images = document["images"]
+                assert sorted(image["repository"] for image in images) == list(CATALOG)
+                for image in images:
                     assert image["outcome"] == "connection_error"
                     blobs = image["result"]["blobs"]
                     assert blobs
@@ -172,7 +170,7 @@ class TestOtherSignatures:
 
 class TestConsistency:
     def test_one_broken_environment_of_two_is_flagged(
-        self, registry: LocalRegistry, tmp_path: Path
+        self, registry: LocalRegistry, tmp_path: Path, daemons: DaemonFactory
     ) -> None:
         """The same pinned catalog in two registries, one image broken and another tag deleted
         in the second: /status and the status page name both as differing, and
@@ -189,47 +187,37 @@ class TestConsistency:
                 {"name": "staging", "url": registry.url},
                 {"name": "production", "url": second.url},
             ]
-            (tmp_path / "daemon").mkdir()
-            factory = DaemonFactory(tmp_path / "daemon")
-            try:
-                daemon = factory.start("canary", daemon_catalog(environments, pinned))
+            daemon = daemons.start("canary", daemon_catalog(environments, pinned))
 
-                def flagged() -> list[dict[str, Any]]:
-                    _status, document = daemon.get_json("/status")
-                    found = document["differences"]
-                    assert sorted(d["repository"] for d in found) == [
-                        "canary/busybox",
-                        "canary/debian",
-                    ], found
-                    return list(found)
+            def flagged() -> list[dict[str, Any]]:
+                _status, document = daemon.get_json("/status")
+                found = document["differences"]
+                assert sorted(d["repository"] for d in found) == [
+                    "canary/busybox",
+                    "canary/debian",
+                ], found
+                return list(found)
 
-                found = eventually(flagged, WAIT)
-                for difference in found:
-                    assert difference["healthy_in"] == ["staging"]
-                    assert difference["failing_in"] == ["production"]
-                busybox = next(d for d in found if d["repository"] == "canary/busybox")
-                assert busybox["outcomes"] == {"staging": "ok", "production": "blob_unknown"}
-                digest = pinned[1]["digest"]
-                assert busybox["served_digests"] == {"staging": digest, "production": digest}
+            found = eventually(flagged, WAIT)
+            for difference in found:
+                assert difference["healthy_in"] == ["staging"]
+                assert difference["failing_in"] == ["production"]
+            busybox = next(d for d in found if d["repository"] == "canary/busybox")
+            assert busybox["outcomes"] == {"staging": "ok", "production": "blob_unknown"}
+            digest = pinned[1]["digest"]
+            assert busybox["served_digests"] == {"staging": digest, "production": digest}
 
-                page = daemon.get("/")[1].decode()
-                assert '<h2 id="differences">' in page
-                assert page.count("differs between environments</a>") == 2
+            page = daemon.get("/")[1].decode()
+            assert '<h2 id="differences">' in page
+            assert page.count("differs between environments</a>") == 2
 
-                def pins() -> dict[tuple[str, str], float]:
-                    return {
-                        (s.labels["environment"], s.labels["repository"]): s.value
-                        for s in daemon.metrics()
-                        if s.name == "registry_canary_tag_digest_matches_pin"
-                    }
+            def pins() -> dict[tuple[str, str], float]:
+                return {
+                    (s.labels["environment"], s.labels["repository"]): s.value
+                    for s in daemon.metrics()
+                    if s.name == "registry_canary_tag_digest_matches_pin"
+                }
 
-                expected = {(env, r): 1.0 for env in ("staging", "production") for r in CATALOG}
-                expected["production", "canary/debian"] = 0.0
-                eventually(lambda: _equal(pins(), expected), WAIT)
-            finally:
-                factory.stop_all()
-
-
-def _equal(found: Any, expected: Any) -> Any:
-    assert found == expected
-    return found
+            expected = {(env, r): 1.0 for env in ("staging", "production") for r in CATALOG}
+            expected["production", "canary/debian"] = 0.0
+            eventually(lambda: equal(pins(), expected), WAIT)

@@ -224,15 +224,6 @@ def every(value: float, images: list[dict[str, str]]) -> dict[tuple[str, str], f
     return {(image["repository"], source): value for image in images for source in SOURCES}
 
 
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[DaemonFactory]:
-    factory = DaemonFactory(tmp_path)
-    try:
-        yield factory
-    finally:
-        factory.stop_all()
-
-
 def test_daemon_follows_each_source_through_the_incident(
     setup: Setup, daemons: DaemonFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
@@ -25,7 +24,7 @@ from canary.registry.push import (
 )
 from canary.results import Fetch, Outcome, WriteOperation, WriteOutcome
 from canary.seed import synthesize
-from canary.testbed import LocalRegistry, start_registry
+from canary.testbed import LocalRegistry
 
 pytestmark = pytest.mark.registry
 
@@ -39,13 +38,6 @@ def client_for(url: str) -> RegistryClient:
 
 def image(tag: str) -> SyntheticImage:
     return synthesize(Image(repository=REPOSITORY, tag=tag), layers=2, layer_size=2048)
-
-
-@pytest.fixture
-def no_delete_registry(tmp_path: Path) -> Iterator[LocalRegistry]:
-    """A registry whose DELETE API is turned off, as many production registries have it."""
-    with start_registry(tmp_path / "no-delete", delete=False) as running:
-        yield running
 
 
 class TestPush:
