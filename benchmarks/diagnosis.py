@@ -53,7 +53,7 @@ from canary.junit import render_junit
 from canary.metrics import Metrics
 from canary.probe import probe_image
 from canary.registry.client import RegistryClient
-from canary.report import render_json, result_key
+from canary.report import render_json
 from canary.results import (
     BlobKind,
     BlobResult,
@@ -305,7 +305,7 @@ def budget(reference_result: ImageResult) -> dict[str, Any]:
     per_layer = per_result / BUDGET_LAYERS_PER_IMAGE
     pulls = metric_sink.metrics.registry.get_sample_value(
         "registry_canary_image_pulls_total",
-        dict(zip(("environment", "repository", "tag"), result_key(reference_result), strict=True)),
+        dict(zip(("environment", "repository", "tag"), reference_result.key, strict=True)),
     )
     if not pulls:
         raise BenchError("the metric sink did not count the reference results (not tracked?)")

@@ -6,7 +6,7 @@ import heapq
 import itertools
 import math
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -65,6 +65,20 @@ class BlobBudget:
         self._images: dict[ImageKey, frozenset[str]] = {}
         self._refs: dict[str, int] = {}
         self._tickets = itertools.count(1)
+
+    def reconfigure(self, budget: Budget, hold: float) -> None:
+        """New settings; which layers were verified, and when, is kept."""
+        self.bytes_per_hour = budget.bytes_per_hour
+        self.full_verify_within = budget.full_verify_within
+        self.hold = hold
+        bph = self.bytes_per_hour
+        self._too_large = {d: x.size for d, x in self._layers.items() if x.size > bph}
+        self._largest = max((x.size for x in self._layers.values() if x.size <= bph), default=0)
+        self._tokens = min(self._tokens, self.burst)
+        self._queue = []
+        for digest, layer in self._layers.items():
+            if layer.state is _State.QUEUED:
+                self._enqueue(digest, layer)
 
     @property
     def burst(self) -> float:
@@ -154,35 +168,16 @@ class BlobBudget:
         oldest = min((layer.stamp for layer in self._layers.values()), default=None)
         return None if oldest is None else now - oldest
 
-    def shortfall(self, cycle: float) -> str | None:
+    def shortfall(self, cycle: float) -> Shortfall | None:
         """Why the budget cannot verify every measured layer in time, or None when it can."""
-        bph = self.bytes_per_hour
-        if self._too_large:
-            size, digest = max((size, digest) for digest, size in self._too_large.items())
-            if len(self._too_large) == 1:
-                return (
-                    f"layer {digest} of {format_bytes(size)} is larger than bytes_per_hour "
-                    f"({format_bytes(bph)}) and is never downloaded in full"
-                )
-            return (
-                f"{len(self._too_large)} layers are larger than bytes_per_hour "
-                f"({format_bytes(bph)}), the largest {format_bytes(size)}; they are never "
-                "downloaded in full"
-            )
-        if not self._catalog:
-            return None
-        fvw = self.full_verify_within
-        if cycle < fvw and self._catalog * HOUR <= (bph - self.burst) * (fvw - cycle):
-            return None
-        required = required_bytes_per_hour(self._catalog, self._largest, fvw, cycle)
-        if required is None:
-            return (
-                f"full verification within {format_duration(fvw)} is impossible when an image "
-                f"is pulled only every {format_duration(cycle)}"
-            )
-        return (
-            f"full verification of {format_bytes(self._catalog)} within {format_duration(fvw)} "
-            f"needs bytes_per_hour of at least {format_bytes(required)}; it is {format_bytes(bph)}"
+        return shortfall(
+            self.layers,
+            self._catalog,
+            self._largest,
+            self._too_large,
+            self.bytes_per_hour,
+            self.full_verify_within,
+            cycle,
         )
 
     def _advance(self, now: float) -> None:
@@ -254,7 +249,66 @@ class BlobBudget:
         self._too_large.pop(digest, None)
         if layer.state is _State.ASSIGNED:
             self._release(layer)
+        if layer.size == self._largest:
+            # The burst allowance follows the largest layer still in the catalog, or one large
+            # layer gone for good would cut the steady rate for ever.
+            self._largest = max(
+                (
+                    other.size
+                    for other in self._layers.values()
+                    if other.size <= self.bytes_per_hour
+                ),
+                default=0,
+            )
+            self._tokens = min(self._tokens, self.burst)
         # A TAKEN layer is being downloaded: its grant stays in the window.
+
+
+@dataclass(frozen=True, slots=True)
+class Shortfall:
+    """Why a budget cannot keep up, and which of its keys to change."""
+
+    key: str  # bytes_per_hour or full_verify_within
+    reason: str
+
+
+def shortfall(
+    layers: int,
+    catalog_bytes: int,
+    largest: int,
+    too_large: Mapping[str, int],
+    bytes_per_hour: int,
+    full_verify_within: float,
+    cycle: float,
+) -> Shortfall | None:
+    """The verdict on a budget for measured layers (`largest` of those it can grant, and the
+    `too_large` ones by digest), for the daemon and `check-config --measure` alike."""
+    bph, fvw = bytes_per_hour, full_verify_within
+    if too_large:
+        size, digest = max((size, digest) for digest, size in too_large.items())
+        what = f"layer {digest} of" if len(too_large) == 1 else f"{len(too_large)} layers, up to"
+        return Shortfall(
+            "bytes_per_hour",
+            f"{what} {format_bytes(size)} larger than bytes_per_hour ({format_bytes(bph)}) "
+            "can never be downloaded in full",
+        )
+    if not catalog_bytes:
+        return None
+    required = required_bytes_per_hour(catalog_bytes, largest, fvw, cycle)
+    if required is None:
+        return Shortfall(
+            "full_verify_within",
+            f"full verification within {format_duration(fvw)} is impossible when an image is "
+            f"pulled only every {format_duration(cycle)}",
+        )
+    if required <= bph:
+        return None
+    return Shortfall(
+        "bytes_per_hour",
+        f"full verification of {layers} layers ({format_bytes(catalog_bytes)}) within "
+        f"{format_duration(fvw)} needs bytes_per_hour of at least {format_bytes(required)}; "
+        f"it is {format_bytes(bph)}",
+    )
 
 
 def required_bytes_per_hour(

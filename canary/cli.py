@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import socket
 import sys
@@ -149,6 +148,8 @@ def _environments(config: Config, names: Sequence[str]) -> tuple[str, ...]:
 
 
 def _probe(args: argparse.Namespace) -> int:
+    import asyncio
+
     from canary.schema import parse_duration
 
     max_failures = args.max_failures if args.max_failures is not None else 0
@@ -165,7 +166,6 @@ def _probe(args: argparse.Namespace) -> int:
         raise _UsageError(f"--output: {output.parent} is not a folder")
 
     from canary.config import load_config
-    from canary.junit import render_junit
     from canary.probe import probe_catalog
     from canary.report import (
         Attempts,
@@ -173,7 +173,6 @@ def _probe(args: argparse.Namespace) -> int:
         Progress,
         render_json,
         render_text,
-        result_key,
         write_atomically,
     )
     from canary.results import ImageResult
@@ -192,7 +191,7 @@ def _probe(args: argparse.Namespace) -> int:
             first = await probe_catalog(config, environments, on_result=progress)
         finally:
             progress.finish()
-        final = {result_key(r): r for r in first}
+        final = {r.key: r for r in first}
         attempts = dict.fromkeys(final, 1)
         attempt, pause = 1, 2.0
         while wait is not None and not passes(list(final.values())):
@@ -217,8 +216,8 @@ def _probe(args: argparse.Namespace) -> int:
             finally:
                 progress.finish()
             for result in again:
-                final[result_key(result)] = result
-                attempts[result_key(result)] += 1
+                final[result.key] = result
+                attempts[result.key] += 1
         return list(final.values()), attempts
 
     results, counted = asyncio.run(probe())
@@ -226,6 +225,8 @@ def _probe(args: argparse.Namespace) -> int:
     if args.format == "json":
         report = render_json(results, attempts) + "\n"
     elif args.format == "junit":
+        from canary.junit import render_junit
+
         report = render_junit(results, attempts)
     else:
         report = render_text(results, attempts)
@@ -242,6 +243,8 @@ def _probe(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
     from canary.config import Daemon as DaemonSettings
     from canary.config import load_config
     from canary.daemon import Daemon
@@ -303,6 +306,8 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def _measure(source: str, config: Config) -> int:
     """The budget check that needs the registry: the layers' sizes come from the manifests."""
+    import asyncio
+
     from canary.budget import format_bytes
     from canary.config import ConfigError
     from canary.sizing import budget_problems, measure
@@ -325,6 +330,8 @@ def _measure(source: str, config: Config) -> int:
 
 
 def _seed(args: argparse.Namespace) -> int:
+    import asyncio
+
     from canary.config import load_config
     from canary.registry.client import RegistryClient
     from canary.schema import parse_size

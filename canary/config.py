@@ -29,7 +29,7 @@ from canary.schema import (
     Duration,
     Model,
     base_dir,
-    existing_file,
+    ca_bundle,
 )
 from canary.servers import Alerting, GitLab, http_url
 
@@ -168,7 +168,7 @@ class Environment(Model):
     control: Control | None = None
     budget: Budget | None = None
 
-    _ca_exists = field_validator("ca_file", mode="after")(existing_file)
+    _ca_exists = field_validator("ca_file", mode="after")(ca_bundle)
 
     @model_validator(mode="after")
     def _check(self) -> Environment:
@@ -349,6 +349,17 @@ class Config(Model):
                     min_age=self.defaults.min_age,
                     budget=env.budget or self.defaults.budget,
                 )
+
+    def budget_settings(self, environment: Environment) -> tuple[Budget, float] | None:
+        """(settings, cycle) of the environment's byte budget, the cycle being the longest
+        interval of its budgeted images; None when it has none."""
+        budgeted = [
+            t for t in self.targets((environment.name,)) if t.blob_check is BlobCheck.BUDGET
+        ]
+        settings = environment.budget or self.defaults.budget
+        if not budgeted or settings is None:
+            return None
+        return settings, max(t.interval for t in budgeted)
 
     def control_settings(self, environment: Environment) -> tuple[float, float] | None:
         """(interval, timeout) of the environment's control probe, or None when it has none."""

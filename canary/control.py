@@ -11,7 +11,6 @@ import asyncio
 import re
 import secrets
 import time
-from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -38,7 +37,6 @@ from canary.results import (
     Fetch,
     ImageResult,
     Outcome,
-    WriteOperation,
     WriteOutcome,
 )
 from canary.seed import synthesize
@@ -151,6 +149,9 @@ class ControlProbe:
                 detail=f"unexpected error: {type(exc).__name__}", url=client.base_url
             )
             state.fail(evidence, Outcome.INVALID_RESPONSE)
+        if not state.writes:
+            # Nothing was written, so nothing is left behind.
+            state.deleted = None if self.deletes_supported is False else True
         return ControlResult(
             environment=self.environment.name,
             repository=self.repository,
@@ -219,21 +220,15 @@ class ControlProbe:
         image = state.image
         if state.tagged:
             outcomes.append(
-                await _counted(
-                    state.writes,
-                    WriteOperation.MANIFEST_DELETE,
-                    delete_manifest(client, image.repository, image.digest, problems),
+                await delete_manifest(
+                    client, image.repository, image.digest, problems, state.writes
                 )
             )
         # Blobs go only once their manifest is gone: a tag left behind stays a whole image.
         if outcomes in ([], [WriteOutcome.OK]):
             for blob in state.uploaded:
                 outcomes.append(
-                    await _counted(
-                        state.writes,
-                        WriteOperation.BLOB_DELETE,
-                        delete_blob(client, image.repository, blob.digest, problems),
-                    )
+                    await delete_blob(client, image.repository, blob.digest, problems, state.writes)
                 )
         state.end()
         if outcomes and outcomes[0] is WriteOutcome.UNSUPPORTED:
@@ -285,16 +280,3 @@ class ControlProbe:
         except Exception as exc:  # the caller logs; a bug here must not stop the daemon
             self.leftovers_problem = f"unexpected error: {type(exc).__name__}"
         return removed
-
-
-async def _counted(
-    writes: Writes, operation: WriteOperation, delete: Awaitable[WriteOutcome]
-) -> WriteOutcome:
-    try:
-        outcome = await delete
-    except BaseException:
-        # Cut off by the round's timeout: the request went out and may have changed something.
-        writes.append((operation, WriteOutcome.FAILED))
-        raise
-    writes.append((operation, outcome))
-    return outcome

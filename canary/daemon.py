@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from canary import __version__
 from canary.alertmanager import Notifier
-from canary.budget import BlobBudget
+from canary.budget import BlobBudget, Shortfall
 from canary.config import Budget, Config, ConfigError, load_config, split_listen
 from canary.consistency import differences
 from canary.logconfig import configure_logging, get_logger
@@ -68,7 +68,7 @@ class Daemon:
         self.metrics_sink = MetricsSink(self.metrics)
         self.log = get_logger()
         self.diagnosis = DiagnosisSink(self.metrics, self.log)
-        self._short_budgets: dict[str, str] = {}
+        self._short_budgets: dict[str, Shortfall] = {}
         self._notifier: Notifier | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self.seen = FirstSeen(config.daemon.state_file, self.log)
@@ -143,26 +143,27 @@ class Daemon:
             prober = self._prober
             budgets = prober.budgets() if prober else []
             for name, settings, budget, cycle in budgets:
-                self.metrics_sink.budget(name, settings, budget, cycle)
-                self._check_budget(name, budget.shortfall(cycle))
+                short = budget.shortfall(cycle)
+                self.metrics_sink.budget(name, settings, budget, sufficient=short is None)
+                self._check_budget(name, short)
             self.metrics_sink.forget_budgets_except({name for name, *_ in budgets})
         except Exception:
             self.log.exception("housekeeping_failed")
 
-    def _check_budget(self, environment: str, shortfall: str | None) -> None:
+    def _check_budget(self, environment: str, short: Shortfall | None) -> None:
         """Say once, at the key to change, when a budget cannot keep up with the catalog."""
-        if shortfall is None:
+        if short is None:
             if self._short_budgets.pop(environment, None) is not None:
                 self.log.info("budget_sufficient", environment=environment)
             return
-        if self._short_budgets.get(environment) == shortfall:
+        if self._short_budgets.get(environment) == short:
             return
-        self._short_budgets[environment] = shortfall
+        self._short_budgets[environment] = short
         self.log.error(
             "budget_insufficient",
             environment=environment,
-            key=budget_key(self.config, environment),
-            reason=shortfall,
+            key=budget_key(self.config, environment, short.key),
+            reason=short.reason,
         )
 
     def _loaded(self) -> None:
@@ -182,6 +183,7 @@ class Daemon:
             image["next_probe"] = next_run.isoformat().replace("+00:00", "Z") if next_run else None
         environments = self.state.environments()
         controls = self.state.controls()
+        diagnoses = self.diagnosis.summaries()
         budgets = {
             name: (settings, budget, cycle)
             for name, settings, budget, cycle in (prober.budgets() if prober else [])
@@ -196,7 +198,7 @@ class Daemon:
                     "name": n,
                     "ready": r,
                     "backoff_until": _backoff(prober, n),
-                    "diagnosis": self.diagnosis.summary(n),
+                    "diagnosis": diagnoses.get(n),
                     "control": controls.get(n),
                     "budget": _budget(*budgets[n]) if n in budgets else None,
                 }
@@ -283,7 +285,7 @@ def _budget(settings: Budget, budget: BlobBudget, cycle: float) -> dict[str, Any
         "catalog_bytes": budget.catalog_bytes,
         "verified_bytes": budget.verified_bytes,
         "oldest_full_verification_age_seconds": None if age is None else round(age, 3),
-        "shortfall": budget.shortfall(cycle),
+        "shortfall": short.reason if (short := budget.shortfall(cycle)) else None,
     }
 
 

@@ -149,7 +149,7 @@ class Diagnoser:
 
     def consume(self, result: ImageResult) -> None:
         """Move the target of `result` to its new kind; results for untracked keys are ignored."""
-        key = (result.environment, result.repository, result.tag)
+        key = result.key
         if key not in self._kinds:
             return  # removed from the catalog while this pull was in flight
         old, new = self._kinds[key], classify(result)

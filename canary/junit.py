@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from canary.report import Attempts, explain_failure, published_problems, result_key
+from canary.report import Attempts, explain_failure, published_problems
 from canary.results import BlobResult, ImageResult, ManifestResult, Outcome
 
 SUITES_NAME = "registry-canary"
@@ -72,7 +72,7 @@ def _system_out(result: ImageResult, attempts: Attempts | None) -> list[str]:
     """What is worth knowing about a pull but does not decide it: attempts, digests, dates."""
     lines = []
     if attempts is not None:
-        lines.append(f"attempts: {attempts.get(result_key(result), 1)}")
+        lines.append(f"attempts: {attempts.get(result.key, 1)}")
     if result.served_digest is not None:
         lines.append(f"served digest: {result.served_digest}")
     if result.pinned_digest is not None:

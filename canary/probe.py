@@ -121,7 +121,8 @@ async def pull_image(
     which layers to download in full; the others get a HEAD."""
     started_at = datetime.now(UTC)
     start = time.monotonic()
-    pull = _Pull(target, budget=budget)
+    # Only budgeted images feed the budget: another image's layers are not its to rotate.
+    pull = _Pull(target, budget=budget if target.blob_check is BlobCheck.BUDGET else None)
     evidence, stopped_by = None, None
     dates: asyncio.Future[list[Observation]]
     if target.environment.published_sources == (PublishedSource.CONFIG,):
@@ -149,11 +150,16 @@ async def pull_image(
     except asyncio.CancelledError:
         dates.cancel()
         raise
-    finally:
-        if budget is not None and pull.layers:
-            budget.settle(target.key, pull.layers)
+    if pull.budget is not None and stopped_by is None and _read_every_manifest(pull):
+        # Only a pull that saw every platform knows the image's layers; a partial one would
+        # drop the others' verification history.
+        pull.budget.settle(target.key, pull.layers)
     duration = time.monotonic() - start
     return Pulled(pull, dates, seen, started_at, duration, stopped_by, evidence)
+
+
+def _read_every_manifest(pull: _Pull) -> bool:
+    return bool(pull.manifests) and all(m.outcome is Outcome.OK for m in pull.manifests)
 
 
 def _time_out(pull: _Pull, evidence: Evidence) -> None:
@@ -198,7 +204,7 @@ async def _pull(client: RegistryClient, pull: _Pull) -> None:
         pull.stage = "blobs"
         await _image(client, pull, top, platform=None, position=0)
         return
-    selected, missing = _select(top, pull.target.platforms)
+    selected, missing = select_platforms(top, pull.target.platforms)
     for wanted in missing:
         pull.manifests.append(
             ManifestResult(
@@ -228,7 +234,9 @@ async def _pull(client: RegistryClient, pull: _Pull) -> None:
     )
 
 
-def _select(index: Index, wanted: object) -> tuple[list[Descriptor], list[str]]:
+def select_platforms(index: Index, wanted: object) -> tuple[list[Descriptor], list[str]]:
+    """The index entries a runtime would pull for `wanted` (attestations skipped), and the
+    wanted platforms the index lacks."""
     entries = [e for e in index.manifests if e.platform and e.platform != _NOT_A_PLATFORM]
     if wanted == "all":
         return entries, []
@@ -376,8 +384,6 @@ async def _blob(
     bodies: list[bytes | None] = []
     # A budgeted pull's GET of a layer was granted by the budget, which must hear what it cost.
     granted = pull.budget if kind is BlobKind.LAYER and mode is BlobCheck.GET else None
-    if pull.target.blob_check is not BlobCheck.BUDGET:
-        granted = None
 
     async def once() -> Fetch:
         # A recheck starts at the registry again.
@@ -486,11 +492,11 @@ async def probe_catalog(
     # A one-shot run sees every tag for the first time: only dates after the run start fail it.
     seen = FirstSeen()
     # Under blob_check: budget, a one-shot run downloads in full what a fresh budget allows.
-    budgets = {
-        t.environment.name: BlobBudget(t.budget, hold=t.timeout, now=time.time())
-        for t in targets
-        if t.blob_check is BlobCheck.BUDGET and t.budget is not None
-    }
+    budgets = {}
+    for name, client in clients.items():
+        if settings := config.budget_settings(client.environment):
+            budget, cycle = settings
+            budgets[name] = BlobBudget(budget, hold=2 * cycle, now=time.time())
 
     async def one(target: Target) -> ImageResult:
         name = target.environment.name

@@ -17,17 +17,12 @@ Key = tuple[str, str, str]
 Attempts = Mapping[Key, int]
 
 
-def result_key(result: ImageResult) -> Key:
-    """The (environment, repository, tag) of a result, as `Target.key` names its target."""
-    return result.environment, result.repository, result.tag
-
-
 def render_json(results: Sequence[ImageResult], attempts: Attempts | None = None) -> str:
     documents = []
     for result in results:
         document = result.to_dict()
         if attempts is not None:
-            document["attempts"] = attempts.get(result_key(result), 1)
+            document["attempts"] = attempts.get(result.key, 1)
         documents.append(document)
     return json.dumps(documents, indent=2)
 
@@ -45,7 +40,7 @@ def _cells(result: ImageResult, attempts: Attempts | None) -> list[str]:
         f"{result.duration_seconds:.2f}s",
     ]
     if attempts is not None:
-        cells.append(str(attempts.get(result_key(result), 1)))
+        cells.append(str(attempts.get(result.key, 1)))
     return cells
 
 

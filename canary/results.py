@@ -196,6 +196,11 @@ class ImageResult:
         return self.outcome is Outcome.OK
 
     @property
+    def key(self) -> tuple[str, str, str]:
+        """(environment, repository, tag): as `Target.key` names the target pulled."""
+        return self.environment, self.repository, self.tag
+
+    @property
     def served_digest(self) -> str | None:
         """The digest of the manifest or index the tag resolved to, when the body arrived."""
         top = self.manifests[0] if self.manifests else None

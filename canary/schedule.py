@@ -66,7 +66,7 @@ class _Environment:
         self.control_settings: tuple[float, float] | None = None
         # When to look for control tags a crash or a failed delete left behind (0: at once).
         self.cleanup_at: float | None = 0.0
-        self.budget: BlobBudget | None = None
+        self.budget: BlobBudget | None = None  # kept by the scheduler across reloads
         self.budget_config: Budget | None = None
         self.budget_cycle = 0.0  # the longest interval of a budgeted image
 
@@ -126,9 +126,16 @@ class ProbeScheduler:
         for environment in config.environments:
             current = self._environments.get(environment.name)
             if current is None or current.environment != environment:
+                replacement = _Environment(environment)
                 if current is not None:
+                    # What the registry asked for and what was verified outlive a changed
+                    # setting: a reload must not reset them.
+                    replacement.client.backoff_until = current.client.backoff_until
+                    replacement.budget = current.budget
+                    replacement.budget_config = current.budget_config
+                    replacement.budget_cycle = current.budget_cycle
                     self._retire(current)
-                self._environments[environment.name] = _Environment(environment)
+                self._environments[environment.name] = replacement
         names = {e.name for e in config.environments}
         for name in [n for n in self._environments if n not in names]:
             self._retire(self._environments.pop(name))
@@ -168,7 +175,12 @@ class ProbeScheduler:
         for environment in config.environments:
             state = self._environments[environment.name]
             self._apply_control(state, config.control_settings(environment), now)
-            self._apply_budget(state, [t for t in targets.values() if t.environment is environment])
+            owned = [
+                t.key
+                for t in targets.values()
+                if t.environment is environment and t.blob_check is BlobCheck.BUDGET
+            ]
+            self._apply_budget(state, config.budget_settings(environment), owned)
 
     def _apply_control(
         self, state: _Environment, settings: tuple[float, float] | None, now: datetime
@@ -210,19 +222,20 @@ class ProbeScheduler:
         for sink in self._control_sinks:
             sink.forget_control(name)
 
-    def _apply_budget(self, state: _Environment, targets: list[Target]) -> None:
+    def _apply_budget(
+        self, state: _Environment, settings: tuple[Budget, float] | None, owned: list[Key]
+    ) -> None:
         """Keep one byte budget per environment whose images are under blob_check: budget."""
-        budgeted = [t for t in targets if t.blob_check is BlobCheck.BUDGET]
-        config = budgeted[0].budget if budgeted else None
-        if config is None:
+        if settings is None:
             state.budget = state.budget_config = None
             return
-        cycle = max(t.interval for t in budgeted)
-        if state.budget is None or state.budget_config != config or state.budget_cycle != cycle:
-            # Settings changed: what was verified stays verified, but the accounting restarts.
+        config, cycle = settings
+        if state.budget is None:
             state.budget = BlobBudget(config, hold=2 * cycle, now=time.time())
-            state.budget_config, state.budget_cycle = config, cycle
-        state.budget.forget_except({t.key for t in budgeted})
+        elif state.budget_config != config or state.budget_cycle != cycle:
+            state.budget.reconfigure(config, hold=2 * cycle)
+        state.budget_config, state.budget_cycle = config, cycle
+        state.budget.forget_except(set(owned))
 
     async def _remove_leftovers(
         self, name: str, probe: ControlProbe, client: RegistryClient
@@ -321,10 +334,10 @@ class ProbeScheduler:
                 )
             # Outside the slot: a slow date source must not hold up other pulls.
             result = await pulled.result()
-            backoff = environment.client.backoff_until
-            self._metrics.environment_backoff_until.labels(key[0]).set(backoff)
             if self._targets.get(key) is not target:
                 return  # reloaded while in flight: the new definition reports from now on
+            backoff = environment.client.backoff_until
+            self._metrics.environment_backoff_until.labels(key[0]).set(backoff)
             for sink in self._sinks:
                 try:
                     sink.consume(result)

@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,4 +261,18 @@ def existing_file(cls: type, value: Path | None, info: ValidationInfo) -> Path |
         raise ValueError(f"file {path} cannot be used: {exc.strerror}") from None
     if not found:
         raise ValueError(f"file {path} does not exist")
+    return path
+
+
+def ca_bundle(cls: type, value: Path | None, info: ValidationInfo) -> Path | None:
+    """A PEM bundle of CA certificates, named relative to the config; loaded now, so a file
+    that is not one is a config error rather than a failure at the first connection."""
+    path = existing_file(cls, value, info)
+    if path is None:
+        return None
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (ssl.SSLError, ValueError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or type(exc).__name__
+        raise ValueError(f"file {path} is not a PEM bundle of CA certificates ({reason})") from None
     return path

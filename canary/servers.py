@@ -15,7 +15,7 @@ from canary.schema import (
     Duration,
     Model,
     Secret,
-    existing_file,
+    ca_bundle,
     secret_from_env,
     secret_from_file,
 )
@@ -72,7 +72,7 @@ class GitLab(Model):
 
     _read_env = field_validator("token_env", mode="before")(secret_from_env)
     _read_file = field_validator("token_file", mode="before")(secret_from_file)
-    _ca_exists = field_validator("ca_file", mode="after")(existing_file)
+    _ca_exists = field_validator("ca_file", mode="after")(ca_bundle)
 
     @field_validator("token", mode="before")
     @classmethod
@@ -132,14 +132,14 @@ class Alertmanager(Model):
     """Where the daemon posts its own alerts (API v2), independent of Prometheus."""
 
     url: Annotated[tuple[str, ...], BeforeValidator(_alertmanager_urls)]
-    # Firing alerts are posted again this often; each expires after 3 of these if not renewed.
+    # Firing alerts are posted again this often; each expires after 4 of these if not renewed.
     resend_interval: Duration = 60.0
     timeout: Duration = 10.0
     auth: BasicAuth | None = None
     tls_verify: bool = True
     ca_file: Path | None = None
 
-    _ca_exists = field_validator("ca_file", mode="after")(existing_file)
+    _ca_exists = field_validator("ca_file", mode="after")(ca_bundle)
 
     @field_validator("resend_interval", mode="after")
     @classmethod

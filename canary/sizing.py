@@ -7,8 +7,9 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from canary.budget import format_bytes, format_duration, required_bytes_per_hour
+from canary.budget import shortfall
 from canary.config import BlobCheck, Config, Target
+from canary.probe import select_platforms
 from canary.registry.client import RegistryClient
 from canary.registry.errors import RegistryError
 from canary.registry.media import ImageManifest, ManifestError, parse_manifest
@@ -38,10 +39,8 @@ async def _layers(client: RegistryClient, target: Target, into: Measured) -> Non
         parsed = parse_manifest(top.body, top.content_type)
         manifests = [parsed] if isinstance(parsed, ImageManifest) else []
         if not isinstance(parsed, ImageManifest):
-            wanted = target.platforms
-            for entry in parsed.manifests:
-                if wanted != "all" and entry.platform not in wanted:
-                    continue
+            selected, _ = select_platforms(parsed, target.platforms)
+            for entry in selected:
                 child = await client.get_manifest(image.repository, entry.digest)
                 body = parse_manifest(child.body, child.content_type)
                 if isinstance(body, ImageManifest):
@@ -73,41 +72,28 @@ def budget_problems(config: Config, measured: Sequence[Measured]) -> list[tuple[
     """(dotted key, reason) for each budget that cannot verify its measured layers in time."""
     problems = []
     for found in measured:
-        targets = [
-            t for t in config.targets((found.environment,)) if t.blob_check is BlobCheck.BUDGET
-        ]
-        settings = targets[0].budget
-        assert settings is not None  # config validation requires one for budgeted images
-        cycle = max(t.interval for t in targets)
-        needed = required_bytes_per_hour(
-            found.catalog_bytes, found.largest, settings.full_verify_within, cycle
+        found_settings = config.budget_settings(config.environment(found.environment))
+        assert found_settings is not None  # measured because it has budgeted images
+        settings, cycle = found_settings
+        too_large = {d: n for d, n in found.layers.items() if n > settings.bytes_per_hour}
+        grantable = [n for n in found.layers.values() if n <= settings.bytes_per_hour]
+        short = shortfall(
+            len(found.layers),
+            found.catalog_bytes,
+            max(grantable, default=0),
+            too_large,
+            settings.bytes_per_hour,
+            settings.full_verify_within,
+            cycle,
         )
-        key = budget_key(config, found.environment)
-        within = format_duration(settings.full_verify_within)
-        if needed is None:
-            problems.append(
-                (
-                    key.replace("bytes_per_hour", "full_verify_within"),
-                    f"{within} is not longer than the images' interval of "
-                    f"{format_duration(cycle)}: no budget can keep up",
-                )
-            )
-        elif needed > settings.bytes_per_hour:
-            problems.append(
-                (
-                    key,
-                    f"full verification of {len(found.layers)} layers "
-                    f"({format_bytes(found.catalog_bytes)}) within {within} needs at least "
-                    f"{format_bytes(needed)} per hour; it is "
-                    f"{format_bytes(settings.bytes_per_hour)}",
-                )
-            )
+        if short is not None:
+            problems.append((budget_key(config, found.environment, short.key), short.reason))
     return problems
 
 
-def budget_key(config: Config, environment: str) -> str:
-    """The config key that sets an environment's budget, for messages about it."""
+def budget_key(config: Config, environment: str, key: str = "bytes_per_hour") -> str:
+    """The dotted location of an environment's budget setting `key`, for messages about it."""
     for position, env in enumerate(config.environments):
         if env.name == environment and env.budget is not None:
-            return f"environments.{position}.budget.bytes_per_hour"
-    return "defaults.budget.bytes_per_hour"
+            return f"environments.{position}.budget.{key}"
+    return f"defaults.budget.{key}"

@@ -8,6 +8,11 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
+from canary.budget import format_bytes
+from canary.results import Outcome
+
+_DATA_LOSS = frozenset(str(o) for o in Outcome if o.is_data_loss)
+
 REFRESH_SECONDS = 10
 # Content-Security-Policy: nothing may load or run; the page's own <style> is all it has.
 CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
@@ -82,8 +87,7 @@ def _state(image: dict[str, Any]) -> str:
         return "none"
     if image["ok"]:
         return "ok"
-    loss = {"blob_unknown", "manifest_unknown", "digest_mismatch", "size_mismatch"}
-    return "loss" if image.get("outcome") in loss else "bad"
+    return "loss" if str(image.get("outcome")) in _DATA_LOSS else "bad"
 
 
 def _short(digest: str | None) -> str:
@@ -239,14 +243,6 @@ def _controls(environments: list[dict[str, Any]], now: datetime) -> str:
     )
 
 
-def _size(value: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
-
-
 def _budgets(environments: list[dict[str, Any]]) -> str:
     rows = []
     for environment in environments:
@@ -259,8 +255,8 @@ def _budgets(environments: list[dict[str, Any]]) -> str:
         state = "bad" if shortfall or (age is not None and age > within) else "ok"
         rows.append(
             f"<tr><td>{escape(environment['name'])}</td>"
-            f"<td>{_size(budget['bytes_per_hour'])}/h</td>"
-            f"<td>{budget['layers']} layers, {_size(budget['catalog_bytes'])}</td>"
+            f"<td>{format_bytes(budget['bytes_per_hour'])}/h</td>"
+            f"<td>{budget['layers']} layers, {format_bytes(budget['catalog_bytes'])}</td>"
             f'<td class="{state}">'
             f"{'-' if age is None else f'{age / 3600:.1f} h'} (limit {within / 3600:.1f} h)</td>"
             f"<td>{escape(shortfall or 'enough')}</td></tr>"

@@ -332,6 +332,24 @@ class TestAlertSink:
         (resolved,) = notifier.payload()
         assert datetime.fromisoformat(resolved["endsAt"]) <= datetime.now(UTC)
 
+    def test_a_verified_pull_of_another_tag_is_the_repositorys_last_verified_pull(
+        self,
+    ) -> None:
+        """Like the rule's annotation, "last verified pull" reads every tag of the repository:
+        a verified pull of its healthy tag updates the firing alert."""
+        sink, notifier = AlertSink(), CapturingNotifier()
+        sink.configure(notifier, {})
+        sink.track(list(two_tag_config().targets()))
+        sink.consume(tagged("canary/a", "v1", Outcome.BLOB_UNKNOWN))
+        (before,) = notifier.firing
+        assert (
+            "No verified pull since the canary started." in dict(before.annotations)["description"]
+        )
+        sink.consume(tagged("canary/a", "v2"))
+        (after,) = notifier.firing
+        assert "Last verified pull: " in dict(after.annotations)["description"]
+        assert after.starts_at == before.starts_at
+
     def test_leaving_the_catalog_resolves(self) -> None:
         """An image removed by a reload no longer fires."""
         sink, notifier = AlertSink(), CapturingNotifier()

@@ -13,7 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from canary.budget import BlobBudget, format_bytes, format_duration, required_bytes_per_hour
+from canary.budget import (
+    BlobBudget,
+    Shortfall,
+    format_bytes,
+    format_duration,
+    required_bytes_per_hour,
+)
 from canary.config import Budget
 
 KiB = 1024
@@ -192,9 +198,11 @@ class TestSimulation:
         required = required_for(CATALOG, WITHIN)
         budget = insufficient.budget
         catalog = format_bytes(budget.catalog_bytes)
-        assert budget.shortfall(T) == (
-            f"full verification of {catalog} within 6h needs bytes_per_hour of at least "
-            f"{format_bytes(required)}; it is {format_bytes(budget.bytes_per_hour)}"
+        assert budget.shortfall(T) == Shortfall(
+            "bytes_per_hour",
+            f"full verification of {budget.layers} layers ({catalog}) within 6h needs "
+            f"bytes_per_hour of at least {format_bytes(required)}; it is "
+            f"{format_bytes(budget.bytes_per_hour)}",
         )
 
     def test_insufficient_budget_still_capped(self, insufficient: Run) -> None:
@@ -254,8 +262,9 @@ class TestRequirement:
         """A cycle as long as the limit is reported as impossible at any budget."""
         budget = make(GiB, within=HOUR)
         budget.take(digest(1), MiB, 0.0)
-        assert budget.shortfall(HOUR) == (
-            "full verification within 1h is impossible when an image is pulled only every 1h"
+        assert budget.shortfall(HOUR) == Shortfall(
+            "full_verify_within",
+            "full verification within 1h is impossible when an image is pulled only every 1h",
         )
 
     def test_nothing_measured_is_no_shortfall(self) -> None:
@@ -294,21 +303,27 @@ class TestTooLarge:
         the others still rotate."""
         budget = make(SMALL)
         granted = []
+        grants = 0
         for step in range(200):
             now = step * T
             granted.append(budget.take(digest(1), SMALL + 1, now))
             if budget.take(digest(2), MiB, now):
+                grants += 1
                 budget.done(digest(2), True, MiB, now)
         assert not any(granted)
-        assert budget.verified_bytes > 0
+        # The 1 MiB burst refills at 59 MiB per hour, just short of 1 MiB per step: the other
+        # layer is granted at every second step.
+        assert grants == 100
+        assert budget.verified_bytes == grants * MiB
 
     def test_shortfall_names_the_layer(self) -> None:
         """shortfall says which layer is too large, its size and the budget."""
         budget = make(SMALL)
         budget.take(digest(1), 2 * SMALL, 0.0)
-        assert budget.shortfall(T) == (
-            f"layer {digest(1)} of 120.0 MiB is larger than bytes_per_hour (60.0 MiB) and is "
-            "never downloaded in full"
+        assert budget.shortfall(T) == Shortfall(
+            "bytes_per_hour",
+            f"layer {digest(1)} of 120.0 MiB larger than bytes_per_hour (60.0 MiB) can never be "
+            "downloaded in full",
         )
 
     def test_shortfall_counts_several(self) -> None:
@@ -316,9 +331,10 @@ class TestTooLarge:
         budget = make(SMALL)
         budget.take(digest(1), 2 * SMALL, 0.0)
         budget.take(digest(2), 3 * SMALL, 0.0)
-        assert budget.shortfall(T) == (
-            "2 layers are larger than bytes_per_hour (60.0 MiB), the largest 180.0 MiB; they are "
-            "never downloaded in full"
+        assert budget.shortfall(T) == Shortfall(
+            "bytes_per_hour",
+            "2 layers, up to 180.0 MiB larger than bytes_per_hour (60.0 MiB) can never be "
+            "downloaded in full",
         )
 
     def test_too_large_layer_does_not_shrink_the_rate(self) -> None:
@@ -327,6 +343,39 @@ class TestTooLarge:
         budget.take(digest(1), 2 * SMALL, 0.0)
         assert budget.burst == MiB
         assert budget.rate == pytest.approx(59 * MiB / HOUR)
+
+
+class TestChangingCatalogAndSettings:
+    def test_the_burst_follows_the_largest_layer_still_known(self) -> None:
+        """When the largest layer leaves the catalog, the burst shrinks back and the steady
+        rate grows again: one large layer gone does not slow the rotation for ever."""
+        budget = make(GiB)
+        budget.take(digest(1), 512 * MiB, 0.0)
+        budget.settle(("e", "big", "v1"), [digest(1)])
+        budget.take(digest(2), MiB, 0.0)
+        budget.settle(("e", "small", "v1"), [digest(2)])
+        assert budget.burst == 512 * MiB
+        budget.forget_except([("e", "small", "v1")])
+        assert budget.layers == 1
+        assert budget.burst == GiB / 60
+        assert budget.rate == pytest.approx(GiB * 59 / 60 / HOUR)
+
+    def test_reconfigure_keeps_what_was_verified(self) -> None:
+        """New settings keep each layer's verification time; a layer too large for the old
+        budget becomes grantable under a larger one."""
+        budget = make(SMALL)
+        assert budget.take(digest(1), MiB, 0.0)
+        budget.done(digest(1), True, MiB, 0.0)
+        assert not budget.take(digest(2), 2 * SMALL, 0.0)
+        assert budget.shortfall(T) is not None
+        budget.reconfigure(
+            Budget.model_validate({"bytes_per_hour": 4 * SMALL, "full_verify_within": "24h"}),
+            hold=4 * T,
+        )
+        assert (budget.bytes_per_hour, budget.hold, budget.layers) == (4 * SMALL, 4 * T, 2)
+        assert budget.oldest_age(100.0) == 100.0
+        assert budget.shortfall(T) is None
+        assert budget.take(digest(2), 2 * SMALL, 3600.0)
 
 
 class TestFailedDownload:

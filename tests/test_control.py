@@ -3,10 +3,9 @@ catalog repositories never touched, and the incident told apart from a broken re
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -118,17 +117,19 @@ class TestRound:
         """Two rounds push under different tags with different layer digests, so every round
         really uploads; once deletes are known to work, the tag is unique and time-stamped."""
         environment, probe = control_probe(registry.url)
+        before = time.time()
         async with RegistryClient(environment) as client:
             first = await probe.round(client)
             second = await probe.round(client)
             assert await list_tags(client, CONTROL) == []
+        after = time.time()
         assert first.ok
         assert second.ok
         assert first.tag != second.tag
         assert layer_digests(first).isdisjoint(layer_digests(second))
         assert first.digest != second.digest
         stamp, _, nonce = second.tag.removeprefix(CONTROL_TAG_PREFIX).partition("-")
-        assert abs(int(stamp) - time.time()) < 60
+        assert int(before) <= int(stamp) <= int(after) + 1
         assert len(nonce) == 8
         for result in (first, second):
             assert sorted(result.writes) == ROUND_WRITES
@@ -160,13 +161,6 @@ class TestRound:
             result = await probe.round(client)
         assert result.ok, json.dumps(result.to_dict(), indent=1)
         assert result.deleted is True
-
-
-@pytest.fixture
-def no_delete_registry(tmp_path: Path) -> Iterator[LocalRegistry]:
-    """A registry whose DELETE API is turned off."""
-    with start_registry(tmp_path / "no-delete", delete=False) as running:
-        yield running
 
 
 class TestDeletesTurnedOff:
@@ -286,15 +280,14 @@ class TestLeftovers:
 class TestFailures:
     async def test_registry_stopped(self, registry: LocalRegistry) -> None:
         """A round against a stopped registry fails at push with connection_error, writes
-        nothing, and returns within a bounded time instead of raising."""
+        nothing (so leaves nothing behind), and returns instead of raising."""
         environment, probe = control_probe(registry.url)
         registry.stop()
-        began = time.monotonic()
         async with RegistryClient(environment) as client:
-            result = await probe.round(client)
-        assert time.monotonic() - began < 5
+            # Well past the round's 20 s timeout: a round that does not end fails here.
+            result = await asyncio.wait_for(probe.round(client), 60)
         assert (result.outcome, result.failed_step) == (Outcome.CONNECTION_ERROR, ControlStep.PUSH)
-        assert (result.writes, result.deleted, result.pull) == ((), False, None)
+        assert (result.writes, result.deleted, result.pull) == ((), True, None)
         assert result.evidence is not None
         assert result.evidence.url.startswith(registry.url)
 
@@ -305,10 +298,9 @@ class TestFailures:
         proxy.start()
         try:
             environment, probe = control_probe(proxy.url, timeout="500ms")
-            began = time.monotonic()
             async with RegistryClient(environment) as client:
-                result = await probe.round(client)
-            assert time.monotonic() - began < 3
+                # Well past the round's timeout, far short of the 30 s stall.
+                result = await asyncio.wait_for(probe.round(client), 10)
         finally:
             proxy.close()
         assert (result.outcome, result.failed_step) == (Outcome.TIMEOUT, ControlStep.PUSH)
@@ -324,10 +316,9 @@ class TestFailures:
             environment, probe = control_probe(proxy.url, timeout="1s")
             # Blob bodies are read only by the pull (the push asks with HEAD, which has none).
             proxy.inject(r"/blobs/sha256:", Fault.STALL_BODY, seconds=30)
-            began = time.monotonic()
             async with RegistryClient(environment) as client:
-                result = await probe.round(client)
-            assert time.monotonic() - began < 4
+                # Well past the round's timeout, far short of the 30 s stall.
+                result = await asyncio.wait_for(probe.round(client), 10)
         assert (result.outcome, result.failed_step) == (Outcome.TIMEOUT, ControlStep.PULL)
         assert result.pull is not None
         assert result.pull.outcome is Outcome.TIMEOUT

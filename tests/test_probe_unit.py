@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -12,8 +13,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from canary.config import Target
-from canary.probe import probe_image
+from canary.budget import BlobBudget
+from canary.config import Budget, Target
+from canary.probe import probe_image, pull_image
 from canary.registry.client import RegistryClient
 from canary.registry.errors import outcome_for_response, parse_error_body, safe_url
 from canary.results import Hop, ImageResult, Outcome, PublishedStatus
@@ -378,6 +380,68 @@ class TestPull:
         absent = await probe(base(server), platforms=["linux/s390x"])
         assert absent.outcome is Outcome.MANIFEST_UNKNOWN
         assert absent.manifests[-1].platform == "linux/s390x"
+
+
+BUDGET = {"bytes_per_hour": "1GiB", "full_verify_within": "24h"}
+
+
+async def pull_under(url: str, budget: BlobBudget, **image: Any) -> ImageResult:
+    document = catalog(url, [{"repository": "canary/app", "tag": "v1", **image}])
+    document["defaults"] = {"timeout": "5s", "recheck_delay": "10ms", "budget": BUDGET}
+    target = next(to_config(document).targets())
+    async with RegistryClient(target.environment) as client:
+        return await (await pull_image(client, target, budget=budget)).result()
+
+
+def fresh_budget() -> BlobBudget:
+    return BlobBudget(Budget.model_validate(BUDGET), hold=120.0, now=time.time())
+
+
+class TestBudgetFeeding:
+    async def test_a_budgeted_pull_downloads_what_it_is_granted(
+        self, fake: tuple[FakeRegistry, TestServer]
+    ) -> None:
+        """Under blob_check: budget, granted layers are downloaded and verified, and the pull
+        tells the budget the image's layers."""
+        registry, server = fake
+        registry.add_image("canary/app", "v1", [LAYER_A, LAYER_B])
+        budget = fresh_budget()
+        result = await pull_under(base(server), budget, blob_check="budget")
+        assert result.ok
+        assert [b.bytes for b in result.blobs if b.kind == "layer"] == [len(LAYER_A), len(LAYER_B)]
+        assert (budget.layers, budget.verified_bytes) == (2, len(LAYER_A) + len(LAYER_B))
+
+    async def test_other_blob_checks_never_feed_the_budget(
+        self, fake: tuple[FakeRegistry, TestServer]
+    ) -> None:
+        """An image of another blob check in a budgeted environment neither takes nor settles:
+        its layers are not the budget's to rotate."""
+        registry, server = fake
+        registry.add_image("canary/app", "v1", [LAYER_A])
+        budget = fresh_budget()
+        assert (await pull_under(base(server), budget, blob_check="head")).ok
+        assert (budget.layers, budget.catalog_bytes) == (0, 0)
+
+    async def test_a_pull_that_stops_early_keeps_the_image_layers(
+        self, fake: tuple[FakeRegistry, TestServer]
+    ) -> None:
+        """A pull whose platform manifest fails does not settle what it saw, so the other
+        platform's layers keep their verification history."""
+        registry, server = fake
+        amd = registry.add_image("canary/app", "amd", [LAYER_A], platform=("linux", "amd64"))
+        arm = registry.add_image("canary/app", "arm", [LAYER_B], platform=("linux", "arm64"))
+        registry.add_index("canary/app", "v1", [("linux/amd64", amd), ("linux/arm64", arm)])
+        budget = fresh_budget()
+        assert (await pull_under(base(server), budget, blob_check="budget")).ok
+        assert budget.layers == 2
+
+        async def unavailable(request: web.Request) -> web.StreamResponse:
+            return oci_error(503, "UNAVAILABLE", "try later")
+
+        registry.faults[f"/v2/canary/app/manifests/{arm.digest}"] = unavailable
+        broken = await pull_under(base(server), budget, blob_check="budget")
+        assert broken.outcome is Outcome.UNAVAILABLE
+        assert (budget.layers, budget.catalog_bytes) == (2, len(LAYER_A) + len(LAYER_B))
 
 
 @pytest.fixture

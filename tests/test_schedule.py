@@ -487,15 +487,19 @@ class TestBudgets:
         assert budget.hold == 240.0
 
     async def test_an_unchanged_reload_keeps_the_budget(self, prober: Factory) -> None:
-        """Reloading the same settings keeps the budget and what it has counted."""
+        """Reloading the same settings keeps the budget and what it has counted: a layer that
+        a pull of one of its images verified stays measured and verified."""
         probes, _ = prober()
         probes.apply(budget_config(), now=NOW)
         [(_, _, budget, _)] = probes.budgets()
-        budget.verified_bytes = 4096
+        layer = "sha256:" + "1" * 64
+        assert budget.take(layer, 4096, time.time())
+        budget.done(layer, True, 4096, time.time())
+        budget.settle(("local", "a/a", "v1"), [layer])
         probes.apply(budget_config(), now=NOW)
         [(_, _, kept, _)] = probes.budgets()
         assert kept is budget
-        assert kept.verified_bytes == 4096
+        assert (kept.layers, kept.catalog_bytes, kept.verified_bytes) == (1, 4096, 4096)
 
     @pytest.mark.parametrize(
         ("change", "bytes_per_hour", "cycle"),
@@ -504,20 +508,46 @@ class TestBudgets:
             pytest.param({"slow_interval": "5m"}, 1024**3, 300.0, id="longest-interval"),
         ],
     )
-    async def test_changed_settings_or_cycle_restart_the_budget(
+    async def test_changed_settings_or_cycle_reconfigure_the_budget(
         self, prober: Factory, change: dict[str, str], bytes_per_hour: int, cycle: float
     ) -> None:
-        """A reload that changes the budget's settings or the longest budgeted interval starts a
-        new budget on the new values."""
+        """A reload that changes the budget's settings or the longest budgeted interval puts
+        the new values in force, and keeps what was verified and when."""
         probes, _ = prober()
         probes.apply(budget_config(), now=NOW)
-        [(_, _, old, _)] = probes.budgets()
+        [(_, _, budget, _)] = probes.budgets()
+        layer = "sha256:" + "1" * 64
+        assert budget.take(layer, 4096, 1000.0)
+        budget.done(layer, True, 4096, 1000.0)
+        budget.settle(("local", "a/a", "v1"), [layer])
         probes.apply(budget_config(**change), now=NOW)
-        [(_, settings, new, new_cycle)] = probes.budgets()
-        assert new is not old
-        assert settings.bytes_per_hour == new.bytes_per_hour == bytes_per_hour
+        [(_, settings, kept, new_cycle)] = probes.budgets()
+        assert kept is budget
+        assert settings.bytes_per_hour == kept.bytes_per_hour == bytes_per_hour
         assert new_cycle == cycle
-        assert new.hold == 2 * cycle
+        assert kept.hold == 2 * cycle
+        assert (kept.layers, kept.verified_bytes, kept.oldest_age(1500.0)) == (1, 4096, 500.0)
+
+    async def test_an_edited_environment_keeps_its_budget_and_backoff(
+        self, prober: Factory
+    ) -> None:
+        """A reload that changes an environment's other settings replaces its client, but not
+        its byte budget nor the registry's Retry-After."""
+        probes, _ = prober()
+        probes.apply(budget_config(), now=NOW)
+        [(_, _, budget, _)] = probes.budgets()
+        probes._environments["local"].client.backoff_until = 12345.0
+        edited = budget_config()
+        environments = tuple(
+            env.model_copy(update={"concurrency": 7}) if env.name == "local" else env
+            for env in edited.environments
+        )
+        probes.apply(edited.model_copy(update={"environments": environments}), now=NOW)
+        state = probes._environments["local"]
+        assert state.environment.concurrency == 7
+        [(_, _, kept, _)] = probes.budgets()
+        assert kept is budget
+        assert state.client.backoff_until == 12345.0
 
     async def test_no_budgeted_image_drops_the_budget(self, prober: Factory) -> None:
         """When a reload moves every image of the environment off blob_check: budget, its budget

@@ -237,6 +237,35 @@ class TestMetricsSink:
         layer = dict(labels, kind="layer", outcome="ok")
         assert value(registry, "registry_canary_blob_rechecks_total", **layer) is None
 
+    def test_an_environment_removed_by_a_reload_loses_its_series(self) -> None:
+        """Every per-environment series of an environment that left the catalog goes, and the
+        remaining environment keeps its own."""
+        registry = CollectorRegistry()
+        metrics = Metrics(registry)
+        sink = MetricsSink(metrics)
+        sink.track(targets("canary/a", environments=("local", "other")))
+        for environment in ("local", "other"):
+            sink.consume(result("canary/a", Outcome.BLOB_UNKNOWN, environment=environment))
+            metrics.control_leftovers_removed.labels(environment).inc()
+        per_environment = [
+            ("registry_canary_probes_skipped_total", {"reason": "rate_limited"}),
+            ("registry_canary_environment_backoff_until_timestamp_seconds", {}),
+            ("registry_canary_image_pull_duration_seconds_count", {}),
+            ("registry_canary_blob_fetch_bytes_total", {"kind": "config"}),
+            ("registry_canary_blob_fetch_duration_seconds_count", {"kind": "layer"}),
+            (
+                "registry_canary_blob_rechecks_total",
+                {"kind": "config", "first_outcome": "blob_unknown", "outcome": "blob_unknown"},
+            ),
+            ("registry_canary_control_leftovers_removed_total", {}),
+        ]
+        for name, labels in per_environment:
+            assert value(registry, name, environment="other", **labels) is not None, name
+        sink.track(targets("canary/a"))
+        for name, labels in per_environment:
+            assert value(registry, name, environment="other", **labels) is None, name
+            assert value(registry, name, environment="local", **labels) is not None, name
+
 
 class TestStateSink:
     def test_ready_once_every_environment_finished_a_round(self) -> None:
@@ -556,7 +585,9 @@ class TestMetricsSinkBudget:
         budget = BlobBudget(HOUR_BUDGET, hold=240, now=first_seen)
         verify(budget, layer(1), 1000, first_seen)
         budget.take(layer(2), 3000, first_seen)
-        sink.budget("local", HOUR_BUDGET, budget, 120.0)
+        before = time.time()
+        sink.budget("local", HOUR_BUDGET, budget, sufficient=True)
+        after = time.time()
         assert value(registry, "registry_canary_budget_bytes_per_hour", **LOCAL) == 3_600_000
         assert (
             value(registry, "registry_canary_budget_full_verify_within_seconds", **LOCAL) == 86400.0
@@ -567,7 +598,7 @@ class TestMetricsSinkBudget:
             registry, "registry_canary_budget_oldest_full_verification_age_seconds", **LOCAL
         )
         assert age is not None
-        assert 100 <= age < 3600
+        assert before - first_seen <= age <= after - first_seen
         assert value(registry, "registry_canary_budget_sufficient", **LOCAL) == 1.0
 
     def test_a_budget_that_cannot_keep_up_is_not_sufficient(self) -> None:
@@ -576,7 +607,7 @@ class TestMetricsSinkBudget:
         sink = MetricsSink(Metrics(registry))
         budget = BlobBudget(HOUR_BUDGET, hold=240, now=time.time())
         assert not budget.take(layer(1), 4_000_000, time.time())
-        sink.budget("local", HOUR_BUDGET, budget, 120.0)
+        sink.budget("local", HOUR_BUDGET, budget, sufficient=budget.shortfall(120.0) is None)
         assert value(registry, "registry_canary_budget_sufficient", **LOCAL) == 0.0
 
     def test_no_layer_measured_means_no_age(self) -> None:
@@ -585,14 +616,14 @@ class TestMetricsSinkBudget:
         sink = MetricsSink(Metrics(registry))
         now = time.time()
         budget = BlobBudget(HOUR_BUDGET, hold=240, now=now)
-        sink.budget("local", HOUR_BUDGET, budget, 120.0)
+        sink.budget("local", HOUR_BUDGET, budget, sufficient=True)
         age = "registry_canary_budget_oldest_full_verification_age_seconds"
         assert value(registry, age, **LOCAL) is None
         verify(budget, layer(1), 1000, now)
-        sink.budget("local", HOUR_BUDGET, budget, 120.0)
+        sink.budget("local", HOUR_BUDGET, budget, sufficient=True)
         assert value(registry, age, **LOCAL) is not None
         budget.forget_except(())  # no image has the layer any more
-        sink.budget("local", HOUR_BUDGET, budget, 120.0)
+        sink.budget("local", HOUR_BUDGET, budget, sufficient=True)
         assert value(registry, age, **LOCAL) is None
         assert value(registry, "registry_canary_budget_catalog_bytes", **LOCAL) == 0.0
 
@@ -603,11 +634,11 @@ class TestMetricsSinkBudget:
         now = time.time()
         budget = BlobBudget(HOUR_BUDGET, hold=240, now=now)
         verify(budget, layer(1), 1000, now)
-        sink.budget("local", HOUR_BUDGET, budget, 120.0)
-        sink.budget("local", HOUR_BUDGET, budget, 120.0)
+        sink.budget("local", HOUR_BUDGET, budget, sufficient=True)
+        sink.budget("local", HOUR_BUDGET, budget, sufficient=True)
         assert value(registry, VERIFIED, **LOCAL) == 1000.0
         verify(budget, layer(2), 500, now)
-        sink.budget("local", HOUR_BUDGET, budget, 120.0)
+        sink.budget("local", HOUR_BUDGET, budget, sufficient=True)
         assert value(registry, VERIFIED, **LOCAL) == 1500.0
 
     @pytest.mark.parametrize(("new_bytes", "expected"), [(300, 1300.0), (1500, 2500.0)])
@@ -619,10 +650,10 @@ class TestMetricsSinkBudget:
         now = time.time()
         old = BlobBudget(HOUR_BUDGET, hold=240, now=now)
         verify(old, layer(1), 1000, now)
-        sink.budget("local", HOUR_BUDGET, old, 120.0)
+        sink.budget("local", HOUR_BUDGET, old, sufficient=True)
         new = BlobBudget(HOUR_BUDGET, hold=240, now=now)
         verify(new, layer(2), new_bytes, now)
-        sink.budget("local", HOUR_BUDGET, new, 120.0)
+        sink.budget("local", HOUR_BUDGET, new, sufficient=True)
         assert value(registry, VERIFIED, **LOCAL) == expected
 
     def test_forgotten_environments_lose_their_gauges(self) -> None:
@@ -633,7 +664,7 @@ class TestMetricsSinkBudget:
         for environment in ("local", "other"):
             budget = BlobBudget(HOUR_BUDGET, hold=240, now=now)
             budget.take(layer(1), 1000, now)
-            sink.budget(environment, HOUR_BUDGET, budget, 120.0)
+            sink.budget(environment, HOUR_BUDGET, budget, sufficient=True)
         sink.forget_budgets_except({"other"})
         gauges = (
             "registry_canary_budget_bytes_per_hour",

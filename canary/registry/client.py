@@ -45,7 +45,7 @@ ERROR_BODY_BYTES = 64 * 1024
 READ_BUFFER = 1024 * 1024
 STREAM_READ_BYTES = 1024 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
+TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 
 
 def ssl_context(server: Environment | Alertmanager | GitLab) -> ssl.SSLContext | bool:
@@ -106,7 +106,9 @@ class Manifest:
 
 
 @dataclass(slots=True)
-class _Response:
+class Response:
+    """A response in hand: which hop answered, at which URL (after redirects)."""
+
     raw: aiohttp.ClientResponse
     hop: Hop
     url: str
@@ -207,7 +209,7 @@ class RegistryClient:
                             url=url,
                         )
                     )
-            except _TRANSPORT_ERRORS as exc:
+            except TRANSPORT_ERRORS as exc:
                 raise RegistryError(outcome_for_exception(exc, hop=Hop.REGISTRY, url=url)) from exc
 
     @asynccontextmanager
@@ -222,7 +224,7 @@ class RegistryClient:
         data: bytes | None = None,
         limited: bool = True,
         where: Where | None = None,
-    ) -> AsyncIterator[_Response]:
+    ) -> AsyncIterator[Response]:
         """Send a request to the registry, answering one 401 and following redirects.
 
         `path` is under the registry's origin, or an absolute URL the registry handed out.
@@ -266,7 +268,7 @@ class RegistryClient:
         data: bytes | None,
         subject: Subject,
         where: Where | None = None,
-    ) -> _Response:
+    ) -> Response:
         registry = origin(self.base_url)
         hop = Hop.REGISTRY
         for _ in range(MAX_REDIRECTS + 1):
@@ -278,12 +280,12 @@ class RegistryClient:
                 raw = await self._session.request(
                     method, url, headers=sent, data=data, allow_redirects=False
                 )
-            except (*_TRANSPORT_ERRORS, ValueError) as exc:
+            except (*TRANSPORT_ERRORS, ValueError) as exc:
                 # ValueError: a URL or header aiohttp refuses to send, built from a server's answer.
                 raise RegistryError(outcome_for_exception(exc, hop=hop, url=url)) from exc
             location = raw.headers.get("Location")
             if raw.status not in _REDIRECTS or not location or method not in ("GET", "HEAD"):
-                return _Response(raw=raw, hop=hop, url=url)
+                return Response(raw=raw, hop=hop, url=url)
             raw.release()
             try:
                 target = urljoin(url, location)
@@ -317,22 +319,6 @@ class RegistryClient:
             )
         )
 
-    async def _error(self, response: _Response, subject: Subject, method: str) -> Fetch:
-        body = None
-        if method != "HEAD":
-            try:
-                body = await response.raw.content.read(ERROR_BODY_BYTES)
-            except _TRANSPORT_ERRORS:
-                body = None
-        return outcome_for_response(
-            response.raw.status,
-            response.raw.headers,
-            body,
-            subject=subject,
-            hop=response.hop,
-            url=response.url,
-        )
-
     async def get_manifest(
         self, repository: str, reference: str, expected_digest: str | None = None
     ) -> Manifest:
@@ -350,12 +336,12 @@ class RegistryClient:
         ) as response:
             raw = response.raw
             if raw.status != 200:
-                raise RegistryError(await self._error(response, "manifest", "GET"))
+                raise RegistryError(await error_fetch(response, "manifest", "GET"))
             if (raw.content_length or 0) > MAX_MANIFEST_BYTES:
                 raise RegistryError(response.fail(Outcome.INVALID_RESPONSE, TOO_BIG))
             try:
                 body = await response.read_up_to(MAX_MANIFEST_BYTES + 1)
-            except _TRANSPORT_ERRORS as exc:
+            except TRANSPORT_ERRORS as exc:
                 fetch = outcome_for_exception(exc, hop=response.hop, url=response.url)
                 raise RegistryError(fetch) from exc
             if len(body) > MAX_MANIFEST_BYTES:
@@ -418,7 +404,7 @@ class RegistryClient:
             ) as response:
                 hop, url = response.hop, response.url
                 if response.raw.status not in (200, 206):
-                    return await self._error(response, "blob", method), None
+                    return await error_fetch(response, "blob", method), None
                 if mode is BlobCheck.GET:
                     keep: list[bytes] | None = [] if blob.size <= keep_up_to else None
                     fetch = await _verify_body(response, blob, keep)
@@ -431,11 +417,29 @@ class RegistryClient:
                 return _check_head(response, blob), None
         except RegistryError as exc:
             return exc.fetch, None
-        except _TRANSPORT_ERRORS as exc:
+        except TRANSPORT_ERRORS as exc:
             return outcome_for_exception(exc, hop=hop, url=url), None
 
 
-def _size_problem(response: _Response, blob: Descriptor) -> str | None:
+async def error_fetch(response: Response, subject: Subject, method: str) -> Fetch:
+    """The outcome a non-success answer maps to, its OCI error body read unless it was a HEAD."""
+    body = None
+    if method != "HEAD":
+        try:
+            body = await response.raw.content.read(ERROR_BODY_BYTES)
+        except TRANSPORT_ERRORS:
+            body = None
+    return outcome_for_response(
+        response.raw.status,
+        response.raw.headers,
+        body,
+        subject=subject,
+        hop=response.hop,
+        url=response.url,
+    )
+
+
+def _size_problem(response: Response, blob: Descriptor) -> str | None:
     length = response.raw.content_length
     if response.raw.status == 200 and length is not None and length != blob.size:
         return f"Content-Length is {length}, the descriptor says {blob.size}"
@@ -453,7 +457,7 @@ def _widen_reads(raw: aiohttp.ClientResponse) -> None:
         setattr(transport, "max_size", STREAM_READ_BYTES)  # noqa: B010 - not in the typed API
 
 
-async def _verify_body(response: _Response, blob: Descriptor, keep: list[bytes] | None) -> Fetch:
+async def _verify_body(response: Response, blob: Descriptor, keep: list[bytes] | None) -> Fetch:
     if response.raw.status != 200:
         return response.fail(
             Outcome.INVALID_RESPONSE, f"HTTP {response.raw.status} to a GET without Range"
@@ -482,7 +486,7 @@ async def _verify_body(response: _Response, blob: Descriptor, keep: list[bytes] 
     return response.ok(received)
 
 
-async def _check_range(response: _Response, blob: Descriptor) -> Fetch:
+async def _check_range(response: Response, blob: Descriptor) -> Fetch:
     wanted = min(blob.size, RANGE_BYTES)
     total = response.raw.headers.get("Content-Range", "").rpartition("/")[2]
     if response.raw.status == 206 and total.isdigit() and int(total) != blob.size:
@@ -501,7 +505,7 @@ async def _check_range(response: _Response, blob: Descriptor) -> Fetch:
     return response.ok(len(data))
 
 
-def _check_head(response: _Response, blob: Descriptor) -> Fetch:
+def _check_head(response: Response, blob: Descriptor) -> Fetch:
     problem = _size_problem(response, blob)
     if problem:
         return response.fail(Outcome.SIZE_MISMATCH, problem)

@@ -16,13 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urljoin
 
-import aiohttp
-
 from canary.registry.auth import pull_scope
-from canary.registry.client import ERROR_BODY_BYTES, RegistryClient
-from canary.registry.errors import RegistryError, Subject, failure, outcome_for_response
+from canary.registry.client import TRANSPORT_ERRORS, RegistryClient, Response, error_fetch
+from canary.registry.errors import RegistryError, Subject, outcome_for_exception
 from canary.registry.media import ACCEPT, digest_of
-from canary.results import Fetch, Hop, Outcome, WriteOperation, WriteOutcome
+from canary.results import Fetch, Outcome, WriteOperation, WriteOutcome
 
 Writes = list[tuple[WriteOperation, WriteOutcome]]
 
@@ -84,31 +82,16 @@ def delete_scope(repository: str) -> str:
     return f"repository:{repository}:pull,push,delete"
 
 
-async def _answer(
-    raw: aiohttp.ClientResponse, hop: Hop, url: str, subject: Subject, method: str
-) -> Fetch:
-    """The outcome a non-success answer maps to, its OCI error body read when it has one."""
-    body = None
-    if method != "HEAD":
-        try:
-            body = await raw.content.read(ERROR_BODY_BYTES)
-        except (aiohttp.ClientError, TimeoutError, OSError):
-            body = None
-    return outcome_for_response(raw.status, raw.headers, body, subject=subject, hop=hop, url=url)
-
-
 async def _check(
-    raw: aiohttp.ClientResponse,
-    hop: Hop,
-    url: str,
+    response: Response,
     expected: int,
     what: str,
     subject: Subject = "other",
     method: str = "PUT",
 ) -> None:
-    if raw.status != expected:
-        fetch = await _answer(raw, hop, url, subject, method)
-        raise PushError(f"{what}: the registry answered HTTP {raw.status}", fetch)
+    if response.raw.status != expected:
+        fetch = await error_fetch(response, subject, method)
+        raise PushError(f"{what}: the registry answered HTTP {response.raw.status}", fetch)
 
 
 async def existing(client: RegistryClient, repository: str, kind: str, ref: str) -> str | None:
@@ -124,10 +107,14 @@ async def existing(client: RegistryClient, repository: str, kind: str, ref: str)
     ) as response:
         if response.raw.status == 404:
             return None
-        await _check(
-            response.raw, response.hop, response.url, 200, f"looking up {ref}", subject, "HEAD"
-        )
-        return response.raw.headers.get("Docker-Content-Digest", ref)
+        await _check(response, 200, f"looking up {ref}", subject, "HEAD")
+        digest = response.raw.headers.get("Docker-Content-Digest")
+    if digest:
+        return digest
+    if kind == "blobs":
+        return ref  # a blob is asked for by its digest
+    # A registry that leaves the header out: the body's digest is the manifest's digest.
+    return (await client.get_manifest(repository, ref)).digest
 
 
 def _counted(writes: Writes | None, operation: WriteOperation, outcome: WriteOutcome) -> None:
@@ -159,24 +146,15 @@ async def _upload(client: RegistryClient, repository: str, blob: Blob) -> None:
         "POST", f"/v2/{repository}/blobs/uploads/", scope=scope, subject="other"
     ) as response:
         await _check(
-            response.raw,
-            response.hop,
-            response.url,
+            response,
             202,
             f"starting the upload of {blob.digest}",
             method="POST",
         )
         location = response.raw.headers.get("Location", "")
-        started_at = response.url
-    if not location:
-        fetch = failure(
-            Outcome.INVALID_RESPONSE,
-            "the registry gave no upload location",
-            hop=Hop.REGISTRY,
-            url=started_at,
-            status=202,
-        )
-        raise PushError("the registry gave no upload location", fetch)
+        if not location:
+            problem = "the registry gave no upload location"
+            raise PushError(problem, response.fail(Outcome.INVALID_RESPONSE, problem))
     separator = "&" if "?" in location else "?"
     async with client.open(
         "PUT",
@@ -186,7 +164,7 @@ async def _upload(client: RegistryClient, repository: str, blob: Blob) -> None:
         data=blob.data,
         headers={"Content-Type": "application/octet-stream"},
     ) as response:
-        await _check(response.raw, response.hop, response.url, 201, f"uploading {blob.digest}")
+        await _check(response, 201, f"uploading {blob.digest}")
 
 
 async def push_manifest(
@@ -203,9 +181,7 @@ async def push_manifest(
             headers={"Content-Type": blob.media_type},
         ) as response:
             await _check(
-                response.raw,
-                response.hop,
-                response.url,
+                response,
                 201,
                 f"putting manifest {ref}",
                 "manifest",
@@ -232,6 +208,27 @@ async def _delete(
     kind: str,
     digest: str,
     problems: list[Fetch] | None,
+    writes: Writes | None,
+) -> WriteOutcome:
+    operation = (
+        WriteOperation.MANIFEST_DELETE if kind == "manifests" else WriteOperation.BLOB_DELETE
+    )
+    try:
+        outcome = await _send_delete(client, repository, kind, digest, problems)
+    except BaseException:
+        # Cut off (a round's timeout): the request went out and may have changed something.
+        _counted(writes, operation, WriteOutcome.FAILED)
+        raise
+    _counted(writes, operation, outcome)
+    return outcome
+
+
+async def _send_delete(
+    client: RegistryClient,
+    repository: str,
+    kind: str,
+    digest: str,
+    problems: list[Fetch] | None,
 ) -> WriteOutcome:
     subject: Subject = "manifest" if kind == "manifests" else "blob"
     try:
@@ -241,9 +238,9 @@ async def _delete(
             scope=delete_scope(repository),
             subject=subject,
         ) as response:
-            if response.raw.status == 202:
+            if 200 <= response.raw.status < 300:  # the spec says 202; some registries 200/204
                 return WriteOutcome.OK
-            fetch = await _answer(response.raw, response.hop, response.url, subject, "DELETE")
+            fetch = await error_fetch(response, subject, "DELETE")
     except RegistryError as exc:
         fetch = exc.fetch
     if problems is not None:
@@ -255,21 +252,30 @@ async def _delete(
 
 
 async def delete_manifest(
-    client: RegistryClient, repository: str, digest: str, problems: list[Fetch] | None = None
+    client: RegistryClient,
+    repository: str,
+    digest: str,
+    problems: list[Fetch] | None = None,
+    writes: Writes | None = None,
 ) -> WriteOutcome:
     """DELETE a manifest by digest; distribution removes the tags that point at it too.
 
     UNSUPPORTED when the registry has deletes turned off; a refusal (401, 403) is FAILED.
-    The answer to anything but OK is appended to `problems`, as evidence. Never raises.
+    The answer to anything but OK is appended to `problems`, as evidence, and the write to
+    `writes`. Never raises (but for cancellation).
     """
-    return await _delete(client, repository, "manifests", digest, problems)
+    return await _delete(client, repository, "manifests", digest, problems, writes)
 
 
 async def delete_blob(
-    client: RegistryClient, repository: str, digest: str, problems: list[Fetch] | None = None
+    client: RegistryClient,
+    repository: str,
+    digest: str,
+    problems: list[Fetch] | None = None,
+    writes: Writes | None = None,
 ) -> WriteOutcome:
     """DELETE a blob's link from a repository, as `delete_manifest` does a manifest."""
-    return await _delete(client, repository, "blobs", digest, problems)
+    return await _delete(client, repository, "blobs", digest, problems, writes)
 
 
 async def list_tags(client: RegistryClient, repository: str, page: int = TAGS_PAGE) -> list[str]:
@@ -285,23 +291,16 @@ async def list_tags(client: RegistryClient, repository: str, page: int = TAGS_PA
         ) as response:
             raw = response.raw
             if raw.status != 200:
-                fetch = await _answer(raw, response.hop, response.url, "other", "GET")
+                fetch = await error_fetch(response, "other", "GET")
                 code = fetch.evidence.code if fetch.evidence else None
                 if raw.status == 404 and code in (None, "NAME_UNKNOWN"):
                     return []
                 raise RegistryError(fetch)
             try:
                 body = await response.read_up_to(MAX_TAGS_BODY + 1)
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                raise RegistryError(
-                    failure(
-                        Outcome.CONNECTION_ERROR,
-                        f"the tag list ended early: {type(exc).__name__}",
-                        hop=response.hop,
-                        url=response.url,
-                        status=raw.status,
-                    )
-                ) from exc
+            except TRANSPORT_ERRORS as exc:
+                fetch = outcome_for_exception(exc, hop=response.hop, url=response.url)
+                raise RegistryError(fetch) from exc
             if len(body) > MAX_TAGS_BODY:
                 raise RegistryError(
                     response.fail(Outcome.INVALID_RESPONSE, "tag list larger than 4 MiB")
@@ -360,9 +359,7 @@ async def manifest_digest(client: RegistryClient, repository: str, tag: str) -> 
         if response.raw.status == 404:
             return None
         if response.raw.status != 200:
-            raise RegistryError(
-                await _answer(response.raw, response.hop, response.url, "manifest", "HEAD")
-            )
+            raise RegistryError(await error_fetch(response, "manifest", "HEAD"))
         digest = response.raw.headers.get("Docker-Content-Digest")
     if digest:
         return digest

@@ -52,7 +52,7 @@ class AlertSink:
         self._rebuild()
 
     def consume(self, result: ImageResult) -> None:
-        entry = self._entries.get((result.environment, result.repository, result.tag))
+        entry = self._entries.get(result.key)
         if entry is None:
             return
         now = datetime.now(UTC)
@@ -94,13 +94,17 @@ class AlertSink:
             self._notifier.set_firing(self._alerts.values())
 
     def _build(self, repository: Repository) -> Alert | None:
-        entries = [e for e in self._repositories.get(repository, ()) if e.blobs_unknown]
-        return self._alert(*repository, entries) if entries else None
+        tags = self._repositories.get(repository, [])
+        entries = [e for e in tags if e.blobs_unknown]
+        return self._alert(*repository, entries, tags) if entries else None
 
-    def _alert(self, environment: str, repository: str, entries: list[_Entry]) -> Alert:
+    def _alert(
+        self, environment: str, repository: str, entries: list[_Entry], tags: list[_Entry]
+    ) -> Alert:
         blobs = sum(e.blobs_unknown for e in entries)
         since = min(e.since for e in entries if e.since is not None)
-        successes = [e.last_success for e in entries if e.last_success is not None]
+        # Of any tag of the repository, as the rule's annotation reads it.
+        successes = [e.last_success for e in tags if e.last_success is not None]
         last = (
             f"Last verified pull: {_when(max(successes))}."
             if successes

@@ -37,6 +37,7 @@ class MetricsSink:
         self._series: dict[Key, set[tuple[MetricWrapperBase, tuple[str, ...]]]] = {}
         # Per environment, the budget last exported and how many of its bytes were counted.
         self._budget_counted: dict[str, tuple[BlobBudget, int]] = {}
+        self._environments: set[str] = set()
 
     def _touch(self, key: Key, metric: M, *labels: str) -> M:
         self._series[key].add((metric, labels))
@@ -48,6 +49,10 @@ class MetricsSink:
             for metric, labels in self._series.pop(key):
                 with contextlib.suppress(KeyError):
                     metric.remove(*labels)
+        environments = {key[0] for key in keys}
+        for environment in self._environments - environments:
+            self._forget_environment(environment)
+        self._environments = environments
         m = self.metrics
         for key in keys - self._series.keys():
             self._series[key] = set()
@@ -69,6 +74,29 @@ class MetricsSink:
                     m.tag_digest_matches_pin.remove(*target.key)
             self._drop_sources(target)
 
+    def _forget_environment(self, environment: str) -> None:
+        """Drop the per-environment series of an environment a reload removed; their other
+        labels are closed sets."""
+        m = self.metrics
+        removals: list[tuple[MetricWrapperBase, tuple[str, ...]]] = [
+            (m.environment_backoff_until, (environment,)),
+            (m.image_pull_duration, (environment,)),
+            (m.control_leftovers_removed, (environment,)),
+        ]
+        removals += [(m.probes_skipped, (environment, r)) for r in ("overlap", "rate_limited")]
+        for kind in BlobKind:
+            removals += [(m.blob_fetch_duration, (environment, kind))]
+            removals += [(m.blob_fetch_bytes, (environment, kind))]
+            removals += [
+                (m.blob_rechecks, (environment, kind, first, outcome))
+                for first, outcome in itertools.product(Outcome, Outcome)
+                if first.is_data_loss
+            ]
+        for metric, labels in removals:
+            with contextlib.suppress(KeyError):
+                metric.remove(*labels)
+        self.forget_control(environment)
+
     def _drop_sources(self, target: Target) -> None:
         """Forget the date series of sources a reload removed from the environment."""
         sources = set(target.environment.published_sources)
@@ -80,7 +108,7 @@ class MetricsSink:
                 metric.remove(*labels)
 
     def consume(self, result: ImageResult) -> None:
-        key = (result.environment, result.repository, result.tag)
+        key = result.key
         if key not in self._series:
             return  # removed from the catalog while this pull was in flight
         m, env = self.metrics, result.environment
@@ -129,7 +157,7 @@ class MetricsSink:
 
     def forget_control(self, environment: str) -> None:
         m = self.metrics
-        for metric in (m.control_pull_success, m.control_last_success):
+        for metric in (m.control_pull_success, m.control_last_success, m.control_leftovers_removed):
             with contextlib.suppress(KeyError):
                 metric.remove(environment)
         for step in ControlStep:
@@ -139,7 +167,9 @@ class MetricsSink:
             with contextlib.suppress(KeyError):
                 m.control_writes.remove(environment, operation, outcome)
 
-    def budget(self, environment: str, settings: Budget, budget: BlobBudget, cycle: float) -> None:
+    def budget(
+        self, environment: str, settings: Budget, budget: BlobBudget, sufficient: bool
+    ) -> None:
         """Export where an environment's byte budget stands."""
         m = self.metrics
         m.budget_bytes_per_hour.labels(environment).set(settings.bytes_per_hour)
@@ -156,7 +186,7 @@ class MetricsSink:
                 m.budget_oldest_verification_age.remove(environment)
         else:
             m.budget_oldest_verification_age.labels(environment).set(age)
-        m.budget_sufficient.labels(environment).set(0 if budget.shortfall(cycle) else 1)
+        m.budget_sufficient.labels(environment).set(1 if sufficient else 0)
 
     def forget_budgets_except(self, environments: set[str]) -> None:
         m = self.metrics

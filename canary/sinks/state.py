@@ -36,7 +36,7 @@ class StateSink:
         self._ready &= {key[0] for key in keys}
 
     def consume(self, result: ImageResult) -> None:
-        key = (result.environment, result.repository, result.tag)
+        key = result.key
         entry = self._entries.get(key)
         if entry is None:
             return
