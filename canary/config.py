@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from canary.pull_options import ForeignLayers, Referrers
 from canary.schema import (
     Auth,
     ByteSize,
@@ -124,6 +125,8 @@ class Defaults(Model):
     min_age: Duration | None = None
     # For blob_check: budget, unless the environment sets its own.
     budget: Budget | None = None
+    foreign_layers: ForeignLayers = ForeignLayers.SKIP
+    referrers: Referrers | None = None
 
 
 class PublishedSource(StrEnum):
@@ -135,14 +138,16 @@ class PublishedSource(StrEnum):
 
 
 def _sources(value: object) -> object:
+    # An empty list is allowed: it means "do not judge the published date".
     if isinstance(value, list | tuple):
-        if not value:
-            raise ValueError("list at least one source, such as [config]")
         names = [str(item) for item in value]
         if len(set(names)) != len(names):
             raise ValueError("a source is listed more than once")
         return tuple(value)
     raise ValueError("published_sources is a list such as [config, gitlab_api]")
+
+
+Sources = Annotated[tuple[PublishedSource, ...], BeforeValidator(_sources)]
 
 
 def _registry_url(value: object) -> str:
@@ -161,9 +166,7 @@ class Environment(Model):
     concurrency: Annotated[int, Field(ge=1, le=256)] = 4
     interval: Duration | None = None
     timeout: Duration | None = None
-    published_sources: Annotated[tuple[PublishedSource, ...], BeforeValidator(_sources)] = (
-        PublishedSource.CONFIG,
-    )
+    published_sources: Sources = (PublishedSource.CONFIG,)
     gitlab: GitLab | None = None
     control: Control | None = None
     budget: Budget | None = None
@@ -211,6 +214,11 @@ class Image(Model):
     # The GitLab project that holds the repository; by default the longest path prefix of the
     # repository that GitLab knows as a project.
     gitlab_project: Annotated[str | None, _pattern(PROJECT_RE, "GitLab project path")] = None
+    # Instead of the environment's; [] means "do not judge this entry's date" (artifacts
+    # without one).
+    published_sources: Sources | None = None
+    foreign_layers: ForeignLayers | None = None
+    referrers: Referrers | None = None
 
     @field_validator("published", mode="after")
     @classmethod
@@ -237,6 +245,9 @@ class Target:
     published_tolerance: float = 1.0
     min_age: float | None = None
     budget: Budget | None = None
+    published_sources: tuple[PublishedSource, ...] = (PublishedSource.CONFIG,)
+    foreign_layers: ForeignLayers = ForeignLayers.SKIP
+    referrers: Referrers | None = None  # None: referrers are not checked
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -336,6 +347,8 @@ class Config(Model):
                 if image.environments is not None and env.name not in image.environments:
                     continue
                 interval = image.interval or env.interval or self.defaults.interval
+                referrers = image.referrers or self.defaults.referrers
+                sources = image.published_sources
                 yield Target(
                     environment=env,
                     image=image,
@@ -348,6 +361,9 @@ class Config(Model):
                     published_tolerance=self.defaults.published_tolerance,
                     min_age=self.defaults.min_age,
                     budget=env.budget or self.defaults.budget,
+                    published_sources=env.published_sources if sources is None else sources,
+                    foreign_layers=image.foreign_layers or self.defaults.foreign_layers,
+                    referrers=referrers if referrers is not None and referrers.enabled else None,
                 )
 
     def budget_settings(self, environment: Environment) -> tuple[Budget, float] | None:
@@ -419,6 +435,15 @@ def _placement_problems(config: Config) -> list[tuple[str, str]]:
     problems = []
     for position, env in enumerate(config.environments):
         images = [t.image for t in config.targets((env.name,))]
+        for image in images:
+            if env.gitlab is None and PublishedSource.GITLAB_API in (image.published_sources or ()):
+                problems.append(
+                    (
+                        f"images.{config.images.index(image)}.published_sources",
+                        f"gitlab_api needs a GitLab for environment {env.name} "
+                        f"(environments.{position}.gitlab.url)",
+                    )
+                )
         control = env.control
         if control is not None and any(i.repository == control.repository for i in images):
             problems.append(

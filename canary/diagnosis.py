@@ -72,12 +72,13 @@ _UNREACHABLE = frozenset(
 
 
 def classify(result: ImageResult) -> Kind:
-    """The kind of one pull: data loss wins whatever the hop, since the data is gone."""
+    """The kind of one pull: data loss wins whatever the hop, since the data is gone, except at a
+    foreign layer's own source, which is not the registry's data."""
     if result.ok:
         return Kind.OK
-    if result.outcome.is_data_loss:
-        return Kind.DATA_LOSS
     failures = result.failures
+    if any(item.outcome.is_data_loss and item.hop is not Hop.FOREIGN for item in failures):
+        return Kind.DATA_LOSS
     if failures and all(item.hop is Hop.STORAGE for item in failures):
         return Kind.STORAGE
     if result.outcome in _AUTH:

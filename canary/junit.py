@@ -7,7 +7,13 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from canary.report import Attempts, explain_failure, published_problems
+from canary.report import (
+    Attempts,
+    explain_failure,
+    published_problems,
+    referrer_summary,
+    skipped_lines,
+)
 from canary.results import BlobResult, ImageResult, ManifestResult, Outcome
 
 SUITES_NAME = "registry-canary"
@@ -50,6 +56,8 @@ def _count(items: Sequence[ManifestResult | BlobResult], total: int, noun: str) 
         (outcome,) = outcomes
         unknown = outcome in (Outcome.BLOB_UNKNOWN, Outcome.MANIFEST_UNKNOWN)
         state = "unknown" if unknown else str(outcome)
+        if outcome is Outcome.REFERRER_MISSING:
+            state = "missing"
         return f"{len(items)} of {total} {nouns} confirmed {state}"
     return f"{len(items)} of {total} {nouns} failed"
 
@@ -63,6 +71,9 @@ def failure_message(result: ImageResult) -> str:
         parts.append(_count(bad_manifests, len(result.manifests), "manifest"))
     if bad_blobs:
         parts.append(_count(bad_blobs, len(result.blobs), "blob"))
+    bad_referrers = [r for r in result.referrers if r.outcome is not Outcome.OK]
+    if bad_referrers:
+        parts.append(_count(bad_referrers, len(result.referrers), "referrer"))
     if not parts and result.evidence is not None:
         parts.append(result.evidence.detail)
     return f"{result.outcome}: {', '.join(parts)}" if parts else str(result.outcome)
@@ -78,6 +89,11 @@ def _system_out(result: ImageResult, attempts: Attempts | None) -> list[str]:
     if result.pinned_digest is not None:
         matches = {True: "yes", False: "no", None: "unknown"}[result.matches_pin]
         lines.append(f"pinned digest: {result.pinned_digest} (served matches: {matches})")
+    if result.referrers_checked:
+        lines.append(f"referrers: {referrer_summary(result)}")
+    if result.skipped:
+        lines.append("not fetched (does not fail the pull):")
+        lines.extend(f"  {line}" for line in skipped_lines(result))
     problems = published_problems(result)
     if problems:
         lines.append("published date (does not fail the pull):")

@@ -111,6 +111,28 @@ class Metrics:
             [*ENTRY, "source"],
             registry=registry,
         )
+        self.skipped = Counter(
+            PREFIX + "skipped",
+            "Manifests and layers pulls left out on purpose, as runtimes do (kind manifest: "
+            "attestation; kind layer: non_distributable under foreign_layers: skip, and "
+            "empty_layer of schema 1).",
+            ["environment", "kind", "reason"],
+            registry=registry,
+        )
+        self.image_referrers = Gauge(
+            PREFIX + "image_referrers",
+            "Referrers of the image (signatures, attestations, SBOMs) the last pull found and "
+            "read; absent unless the image's referrers are checked.",
+            ENTRY,
+            registry=registry,
+        )
+        self.referrer_requirement_met = Gauge(
+            PREFIX + "image_referrer_requirement_met",
+            "1 if a referrer the catalog requires was found, 0 once its absence is confirmed; "
+            "unchanged while the registry cannot list referrers.",
+            [*ENTRY, "requirement"],
+            registry=registry,
+        )
         self.probes_skipped = Counter(
             PREFIX + "probes_skipped",
             "Scheduled pulls not started, by reason (overlap: the previous one still ran; "

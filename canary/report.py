@@ -27,21 +27,35 @@ def render_json(results: Sequence[ImageResult], attempts: Attempts | None = None
     return json.dumps(documents, indent=2)
 
 
-def _cells(result: ImageResult, attempts: Attempts | None) -> list[str]:
-    ok_blobs = sum(b.outcome is Outcome.OK for b in result.blobs)
+def _cells(result: ImageResult, attempts: Attempts | None, referrers: bool) -> list[str]:
     top = result.manifests[0] if result.manifests else None
+    blobs = f"{result.verified_blobs}/{len(result.blobs)}"
+    if result.skipped:
+        blobs += f" +{len(result.skipped)} skipped"
     cells = [
         result.environment,
         f"{result.repository}:{result.tag}",
         "ok" if result.ok else f"FAIL {result.outcome}",
         str(top.outcome) if top else "-",
-        f"{ok_blobs}/{len(result.blobs)}",
+        blobs,
         _dates(result),
         f"{result.duration_seconds:.2f}s",
     ]
+    if referrers:
+        cells.insert(5, referrer_summary(result))
     if attempts is not None:
         cells.append(str(attempts.get(result.key, 1)))
     return cells
+
+
+def referrer_summary(result: ImageResult) -> str:
+    """How many referrers the pull read, and each requirement's state: `2 (signature ok)`."""
+    if not result.referrers_checked:
+        return "-"
+    read = sum(1 for r in result.referrers if r.outcome is Outcome.OK)
+    states = {True: "ok", False: "MISSING", None: "unknown"}
+    met = [f"{name} {states[state]}" for name, state in result.requirements]
+    return f"{read} ({', '.join(met)})" if met else str(read)
 
 
 def _dates(result: ImageResult) -> str:
@@ -57,13 +71,27 @@ def _dates(result: ImageResult) -> str:
 _HEADER = ["ENVIRONMENT", "IMAGE", "RESULT", "MANIFEST", "BLOBS OK", "PUBLISHED", "TIME"]
 
 
+def _what(item: ManifestResult | BlobResult) -> str:
+    """Which request: a blob (of which referrer), a manifest, or a referrer (of what type)."""
+    if isinstance(item, BlobResult):
+        what = f"{item.kind} {item.digest}"
+        if item.referrer:
+            what += f" of referrer {item.referrer}"
+    elif item.found_via is not None or item.artifact_type is not None:
+        what = " ".join(filter(None, ["referrer", item.artifact_type, item.digest]))
+        if item.found_via is not None:
+            what += f" (found via {item.found_via})"
+    else:
+        what = f"manifest {item.digest}" if item.digest else "manifest"
+    if item.platform:
+        what += f" ({item.platform})"
+    return what
+
+
 def explain(item: ManifestResult | BlobResult) -> list[str]:
     """Why one manifest or blob request failed: a line saying what and how, then the evidence
     the registry's operators need, each indented by two spaces."""
-    kind = str(item.kind) if isinstance(item, BlobResult) else "manifest"
-    what = f"{kind} {item.digest}" if item.digest else kind
-    if item.platform:
-        what += f" ({item.platform})"
+    what = _what(item)
     evidence = item.evidence
     status = item.status
     if evidence is not None and evidence.status is not None:
@@ -97,6 +125,14 @@ def explain_failure(result: ImageResult) -> list[str]:
     return lines
 
 
+def skipped_lines(result: ImageResult) -> list[str]:
+    """One line per manifest or layer left out on purpose, with the reason; never a failure."""
+    return [
+        f"{skipped.kind} {skipped.digest}: {skipped.reason}: {skipped.detail}"
+        for skipped in result.skipped
+    ]
+
+
 def published_problems(result: ImageResult) -> list[str]:
     """One line per published-date source whose date is not ok; dates never fail a pull."""
     return [
@@ -107,8 +143,13 @@ def published_problems(result: ImageResult) -> list[str]:
 
 
 def render_text(results: Sequence[ImageResult], attempts: Attempts | None = None) -> str:
-    header = [*_HEADER, "ATTEMPTS"] if attempts is not None else _HEADER
-    rows = [header] + [_cells(r, attempts) for r in results]
+    referrers = any(r.referrers_checked for r in results)
+    header = list(_HEADER)
+    if referrers:
+        header.insert(5, "REFERRERS")
+    if attempts is not None:
+        header.append("ATTEMPTS")
+    rows = [header] + [_cells(r, attempts, referrers) for r in results]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
@@ -119,6 +160,11 @@ def render_text(results: Sequence[ImageResult], attempts: Attempts | None = None
         lines.append("")
         lines.append(f"{result.environment} {result.repository}:{result.tag}: {result.outcome}")
         lines.extend(f"    {line}" for line in explain_failure(result))
+    for result in results:
+        if result.skipped:
+            lines.append("")
+            lines.append(f"{result.environment} {result.repository}:{result.tag}: not fetched")
+            lines.extend(f"    {line}" for line in skipped_lines(result))
     for result in results:
         wrong = published_problems(result)
         if wrong:

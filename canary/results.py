@@ -9,7 +9,8 @@ from typing import Any
 
 
 class Outcome(StrEnum):
-    """Every way a request of a pull can end; metric labels take only these values."""
+    """Every way a request of a pull, or a whole pull, can end; metric labels take only these
+    values."""
 
     OK = "ok"
     BLOB_UNKNOWN = "blob_unknown"
@@ -28,6 +29,10 @@ class Outcome(StrEnum):
     CONNECTION_ERROR = "connection_error"
     TLS_ERROR = "tls_error"
     INVALID_RESPONSE = "invalid_response"
+    # The pull found nothing to verify: every manifest an index lists was skipped or filtered.
+    NOTHING_VERIFIED = "nothing_verified"
+    # A referrer the catalog requires (a signature, an SBOM) is not among the image's referrers.
+    REFERRER_MISSING = "referrer_missing"
 
     @property
     def is_data_loss(self) -> bool:
@@ -36,20 +41,45 @@ class Outcome(StrEnum):
 
 
 _DATA_LOSS = frozenset(
-    {Outcome.BLOB_UNKNOWN, Outcome.MANIFEST_UNKNOWN, Outcome.DIGEST_MISMATCH, Outcome.SIZE_MISMATCH}
+    {
+        Outcome.BLOB_UNKNOWN,
+        Outcome.MANIFEST_UNKNOWN,
+        Outcome.DIGEST_MISMATCH,
+        Outcome.SIZE_MISMATCH,
+        Outcome.REFERRER_MISSING,
+    }
 )
 
 
 class Hop(StrEnum):
-    """Which server answered: the registry itself, or storage/CDN reached through a redirect."""
+    """Which server answered: the registry itself, storage/CDN reached through a redirect, or
+    the source a non-distributable layer names in its `urls`."""
 
     REGISTRY = "registry"
     STORAGE = "storage"
+    FOREIGN = "foreign"
 
 
 class BlobKind(StrEnum):
     CONFIG = "config"
     LAYER = "layer"
+
+
+class SkipReason(StrEnum):
+    """Why a pull did not fetch something a manifest names, as a runtime would not either."""
+
+    ATTESTATION = "attestation"  # an attestation manifest in an index
+    NON_DISTRIBUTABLE = "non_distributable"  # a foreign layer, fetched from its urls
+    EMPTY_LAYER = "empty_layer"  # a schema 1 layer its history marks empty (throwaway)
+
+
+class ReferrerSource(StrEnum):
+    """Where a referrer was found: the OCI 1.1 referrers API, its tag-schema fallback
+    (`sha256-<hex>`), or cosign's tags (`sha256-<hex>.sig`, `.att`, `.sbom`)."""
+
+    API = "api"
+    TAG_SCHEMA = "tag_schema"
+    COSIGN_TAG = "cosign_tag"
 
 
 class PublishedStatus(StrEnum):
@@ -108,9 +138,13 @@ class ManifestResult:
     request_id: str | None = None
     # What the registry served, which differs from `digest` (the pin) on a digest mismatch.
     served_digest: str | None = None
+    # Referrers only: the artifact type (or, for a missing one, the requirement's name), and
+    # where it was listed.
+    artifact_type: str | None = None
+    found_via: ReferrerSource | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "digest": self.digest,
             "served_digest": self.served_digest,
             "outcome": str(self.outcome),
@@ -122,6 +156,10 @@ class ManifestResult:
             "platform": self.platform,
             "evidence": self.evidence.to_dict() if self.evidence else None,
         }
+        if self.artifact_type is not None or self.found_via is not None:
+            document["artifact_type"] = self.artifact_type
+            document["found_via"] = str(self.found_via) if self.found_via else None
+        return document
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,11 +175,13 @@ class BlobResult:
     duration_seconds: float
     request_id: str | None = None
     evidence: Evidence | None = None
+    referrer: str | None = None  # the digest of the referrer manifest that names this blob
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "digest": self.digest,
             "kind": str(self.kind),
+            "referrer": self.referrer,
             "platform": self.platform,
             "outcome": str(self.outcome),
             "hop": str(self.hop),
@@ -151,6 +191,26 @@ class BlobResult:
             "request_id": self.request_id,
             "duration_seconds": round(self.duration_seconds, 6),
             "evidence": self.evidence.to_dict() if self.evidence else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """Something a manifest names that the pull did not fetch, on purpose, and why."""
+
+    digest: str
+    kind: str  # "manifest" or "layer"
+    platform: str | None
+    reason: SkipReason
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "digest": self.digest,
+            "kind": self.kind,
+            "platform": self.platform,
+            "reason": str(self.reason),
+            "detail": self.detail,
         }
 
 
@@ -190,6 +250,14 @@ class ImageResult:
     duration_seconds: float
     evidence: Evidence | None = None
     pinned_digest: str | None = None  # the catalog's pin, if it has one
+    skipped: tuple[Skipped, ...] = ()
+    # With referrers checked: each referrer's manifest (its blobs are in `blobs`), and a
+    # referrer_missing entry per requirement that none of them met.
+    referrers: tuple[ManifestResult, ...] = ()
+    # (requirement, met) for each referrer the catalog requires, when referrers were checked.
+    referrers_checked: bool = False  # whether this pull got as far as listing referrers
+    # None: unknown, because the registry could not list referrers.
+    requirements: tuple[tuple[str, bool | None], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -223,14 +291,26 @@ class ImageResult:
     def blobs_unknown(self) -> int | None:
         """How many blobs this pull confirmed unknown; None if it can't tell that none are,
         because it failed before it verified every blob."""
-        count = sum(1 for blob in self.blobs if blob.outcome is Outcome.BLOB_UNKNOWN)
+        # A foreign layer's source is not the registry: its loss never counts as the registry's.
+        count = sum(
+            1
+            for blob in self.blobs
+            if blob.outcome is Outcome.BLOB_UNKNOWN and blob.hop is not Hop.FOREIGN
+        )
         return count if count or self.ok else None
 
     @property
+    def verified_blobs(self) -> int:
+        """How many blobs the pull fetched and verified as far as blob_check allows."""
+        return sum(1 for blob in self.blobs if blob.outcome is Outcome.OK)
+
+    @property
     def failures(self) -> tuple[ManifestResult | BlobResult, ...]:
-        """The manifests and blobs that did not end ok, in pull order."""
-        bad_manifests = tuple(m for m in self.manifests if m.outcome is not Outcome.OK)
-        return bad_manifests + tuple(b for b in self.blobs if b.outcome is not Outcome.OK)
+        """The manifests, referrers and blobs that did not end ok, in pull order."""
+        bad: tuple[ManifestResult | BlobResult, ...] = tuple(
+            m for m in (*self.manifests, *self.referrers) if m.outcome is not Outcome.OK
+        )
+        return bad + tuple(b for b in self.blobs if b.outcome is not Outcome.OK)
 
     def to_dict(self) -> dict[str, Any]:
         top = self.manifests[0] if self.manifests else None
@@ -245,6 +325,11 @@ class ImageResult:
             "manifest": top.to_dict() if top else None,
             "platform_manifests": [m.to_dict() for m in self.manifests[1:]],
             "blobs": [b.to_dict() for b in self.blobs],
+            "verified_blobs": self.verified_blobs,
+            "skipped": [s.to_dict() for s in self.skipped],
+            "referrers": [r.to_dict() for r in self.referrers],
+            "referrers_checked": self.referrers_checked,
+            "requirements": dict(self.requirements),
             "published": [p.to_dict() for p in self.published],
             "started_at": self.started_at.isoformat().replace("+00:00", "Z"),
             "duration_seconds": round(self.duration_seconds, 6),

@@ -9,10 +9,15 @@ from dataclasses import dataclass, field
 
 from canary.budget import shortfall
 from canary.config import BlobCheck, Config, Target
-from canary.probe import select_platforms
 from canary.registry.client import RegistryClient
 from canary.registry.errors import RegistryError
-from canary.registry.media import ImageManifest, ManifestError, parse_manifest
+from canary.registry.media import (
+    ImageManifest,
+    ManifestError,
+    is_non_distributable,
+    parse_manifest,
+)
+from canary.registry.selection import MAX_INDEX_DEPTH, select
 
 
 @dataclass
@@ -32,26 +37,45 @@ class Measured:
         return max(self.layers.values(), default=0)
 
 
+async def _manifests(
+    client: RegistryClient, target: Target, reference: str, expected: str | None, depth: int
+) -> list[ImageManifest]:
+    """The image manifests a pull of `target` reaches from `reference`, as the probe walks it."""
+    fetched = await client.get_manifest(target.image.repository, reference, expected)
+    parsed = parse_manifest(fetched.body, fetched.content_type)
+    if isinstance(parsed, ImageManifest):
+        return [parsed]
+    if depth >= MAX_INDEX_DEPTH:
+        raise ManifestError(f"indexes nested more than {MAX_INDEX_DEPTH} deep")
+    chosen = select(parsed, target.platforms).follow
+    found = await asyncio.gather(
+        *(_manifests(client, target, e.digest, e.digest, depth + 1) for e in chosen)
+    )
+    return [manifest for manifests in found for manifest in manifests]
+
+
 async def _layers(client: RegistryClient, target: Target, into: Measured) -> None:
     image = target.image
     try:
-        top = await client.get_manifest(image.repository, image.tag, image.digest)
-        parsed = parse_manifest(top.body, top.content_type)
-        manifests = [parsed] if isinstance(parsed, ImageManifest) else []
-        if not isinstance(parsed, ImageManifest):
-            selected, _ = select_platforms(parsed, target.platforms)
-            for entry in selected:
-                child = await client.get_manifest(image.repository, entry.digest)
-                body = parse_manifest(child.body, child.content_type)
-                if isinstance(body, ImageManifest):
-                    manifests.append(body)
+        manifests = await _manifests(client, target, image.tag, image.digest, 0)
     except (RegistryError, ManifestError) as exc:
         reason = exc.fetch.outcome if isinstance(exc, RegistryError) else str(exc)
         into.unreadable.append(f"{image.reference}: {reason}")
         return
+    unsized = 0
     for manifest in manifests:
         for layer in manifest.layers:
-            into.layers[layer.digest] = layer.size
+            if is_non_distributable(layer.media_type) and layer.urls:
+                continue  # not the registry's to serve, and never under the budget
+            if layer.size is None:
+                unsized += 1
+            else:
+                into.layers[layer.digest] = layer.size
+    if unsized:
+        into.unreadable.append(
+            f"{image.reference}: {unsized} schema 1 layer(s) have no size, so the budget can "
+            "only HEAD them; give the image blob_check: get"
+        )
 
 
 async def measure(config: Config) -> list[Measured]:

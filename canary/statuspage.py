@@ -311,9 +311,28 @@ def _cell(image: dict[str, Any], now: datetime) -> str:
         f'<td class="cell {state}" data-image="{escape(label)}" data-state="{state}">'
         f'<span class="outcome">{escape(outcome)}</span><br>'
         f'<span class="small">probed {_when(image.get("last_probe"), now)}'
-        f"{escape(suspect)}<br>"
+        f"{escape(suspect)}<br>{_shapes(image.get('result') or {})}"
         f"last ok {_when(image.get('last_success'), now)}</span></td>"
     )
+
+
+def _shapes(result: dict[str, Any]) -> str:
+    """What a cell adds beyond ok or not: what was left out on purpose, and the referrers."""
+    notes = []
+    skipped = result.get("skipped") or []
+    if skipped:
+        reasons = sorted({str(s.get("reason")) for s in skipped})
+        notes.append(f"{len(skipped)} skipped ({', '.join(reasons)})")
+    if result.get("referrers_checked"):
+        read = sum(1 for r in result.get("referrers", []) if r.get("outcome") == "ok")
+        states = {True: "ok", False: "missing", None: "unknown"}
+        met = [
+            f"{name} {states[state]}" for name, state in (result.get("requirements") or {}).items()
+        ]
+        notes.append(
+            f"{read} referrer{'s' if read != 1 else ''}" + (f": {', '.join(met)}" if met else "")
+        )
+    return "".join(f"{escape(note)}<br>" for note in notes)
 
 
 def _failures(failing: list[dict[str, Any]], now: datetime) -> str:
@@ -343,6 +362,11 @@ def _failed_requests(result: dict[str, Any]) -> str:
     manifests = [m for m in [result.get("manifest"), *result.get("platform_manifests", [])] if m]
     rows = []
     items = [(m, "manifest") for m in manifests if m.get("outcome") != "ok"]
+    items += [
+        (r, " ".join(filter(None, ["referrer", r.get("artifact_type")])))
+        for r in result.get("referrers", [])
+        if r.get("outcome") != "ok"
+    ]
     items += [(b, str(b.get("kind"))) for b in result.get("blobs", []) if b.get("outcome") != "ok"]
     for item, kind in items:
         evidence = item.get("evidence") or {}

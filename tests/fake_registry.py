@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -49,6 +50,24 @@ class FakeRegistry:
     faults: dict[str, Fault] = field(default_factory=dict)
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     basic_auth: str | None = None  # the expected Authorization header, when auth is on
+    # Served by the OCI 1.1 referrers API when not None: subject digest → descriptors.
+    referrers: dict[str, list[dict[str, object]]] | None = None
+    # When each request arrived (time.monotonic()), beside `requests`.
+    arrivals: list[float] = field(default_factory=list)
+    # The Docker-Content-Digest to send for a body whose own digest is the key (schema 1).
+    served_digests: dict[str, str] = field(default_factory=dict)
+
+    def put_manifest(self, repository: str, tag: str | None, media_type: str, body: bytes) -> str:
+        """Serve `body` as a manifest by digest, and under `tag` when given; its digest."""
+        self.manifests[repository, digest(body)] = (media_type, body)
+        if tag is not None:
+            self.manifests[repository, tag] = (media_type, body)
+        return digest(body)
+
+    def put_blob(self, data: bytes) -> dict[str, object]:
+        """Serve `data` as a blob; its descriptor without a media type."""
+        self.blobs[digest(data)] = data
+        return {"digest": digest(data), "size": len(data)}
 
     def add_image(
         self,
@@ -110,6 +129,7 @@ class FakeRegistry:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.method, request.path, dict(request.headers)))
+        self.arrivals.append(time.monotonic())
         fault = self.faults.get(request.path)
         if fault is not None:
             answer = await fault(request)
@@ -120,10 +140,16 @@ class FakeRegistry:
         path = request.path
         if path == "/v2/":
             return web.json_response({})
+        if "/referrers/" in path and self.referrers is not None:
+            subject = path.rpartition("/referrers/")[2]
+            listed = {"schemaVersion": 2, "mediaType": OCI_INDEX}
+            listed["manifests"] = self.referrers.get(subject, [])
+            return web.json_response(listed, content_type=OCI_INDEX)
         name, kind, ref = _split(path)
         if kind == "manifests" and (name, ref) in self.manifests:
             media_type, body = self.manifests[name, ref]
-            headers = {"Docker-Content-Digest": digest(body), "X-Request-Id": "req-manifest"}
+            served = self.served_digests.get(digest(body), digest(body))
+            headers = {"Docker-Content-Digest": served, "X-Request-Id": "req-manifest"}
             return _body(request, body, media_type, headers)
         if kind == "manifests":
             return oci_error(404, "MANIFEST_UNKNOWN", "manifest unknown")

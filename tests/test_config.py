@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from canary.config import BlobCheck, ConfigError, load_config
 from canary.schema import parse_duration
-from tests.conftest import REPO_ROOT, run_cli
+from tests.conftest import REPO_ROOT, run_cli, to_config
 
 INVALID = Path(__file__).parent / "configs" / "invalid"
 CASES = sorted(INVALID.glob("*.yaml"))
@@ -171,3 +171,53 @@ class TestDurations:
         """Zero, negative, unit-less and unknown-unit durations are refused."""
         with pytest.raises(ValueError, match="duration"):
             parse_duration(text)
+
+
+class TestDataShapes:
+    def test_per_image_settings_override_defaults_and_environment(self) -> None:
+        """published_sources (even empty), foreign_layers and referrers resolve per image."""
+        document = {
+            "defaults": {"foreign_layers": "urls", "referrers": {"require": ["signature"]}},
+            "environments": [
+                {
+                    "name": "production",
+                    "url": "https://registry.example.com",
+                    "published_sources": ["config", "gitlab_registry_api"],
+                }
+            ],
+            "images": [
+                {"repository": "canary/alpine", "tag": "1"},
+                {
+                    "repository": "canary/chart",
+                    "tag": "1",
+                    "published_sources": [],
+                    "foreign_layers": "skip",
+                    "referrers": {"enabled": False},
+                },
+                {"repository": "canary/sbom", "tag": "1", "referrers": {"require": ["sbom"]}},
+            ],
+        }
+        plain, chart, sbom = to_config(document).targets()
+        assert plain.published_sources == ("config", "gitlab_registry_api")
+        assert plain.foreign_layers == "urls"
+        assert plain.referrers is not None
+        assert plain.referrers.require == ("signature",)
+        assert chart.published_sources == ()
+        assert chart.foreign_layers == "skip"
+        assert chart.referrers is None
+        assert sbom.referrers is not None
+        assert sbom.referrers.require == ("sbom",)
+
+    def test_defaults_check_no_referrers_and_skip_foreign_layers(self) -> None:
+        (target,) = to_config(minimal()).targets()
+        assert target.referrers is None
+        assert target.foreign_layers == "skip"
+        assert target.published_sources == ("config",)
+
+    def test_media_type_requirements(self) -> None:
+        """Any artifact media type can be required, beside the three named kinds."""
+        (target,) = to_config(
+            minimal(referrers={"require": ["application/vnd.example.report.v1+json", "sbom"]})
+        ).targets()
+        assert target.referrers is not None
+        assert target.referrers.require == ("application/vnd.example.report.v1+json", "sbom")

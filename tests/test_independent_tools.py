@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from canary.registry.client import RANGE_BYTES
+from canary.registry.response import RANGE_BYTES
 from canary.testbed import LocalRegistry
 from tests.conftest import catalog, probe_json, seed_images, write_config
 from tests.oci_tools import (

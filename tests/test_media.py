@@ -92,7 +92,7 @@ class TestManifests:
                 json.dumps(
                     {"mediaType": "application/vnd.docker.distribution.manifest.v1+prettyjws"}
                 ).encode(),
-                "unsupported",
+                "schema 1 manifest schemaVersion is not 1",
             ),
             (
                 json.dumps(

@@ -552,7 +552,7 @@ class TestBoundary:
         def broken(body: bytes, content_type: str | None) -> None:
             raise RuntimeError("parser exploded")
 
-        monkeypatch.setattr("canary.probe.parse_manifest", broken)
+        monkeypatch.setattr("canary.pull.walk.parse_manifest", broken)
         result = await probe(base(server))
         assert result.outcome is Outcome.INVALID_RESPONSE
         assert result.evidence is not None

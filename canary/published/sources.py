@@ -31,7 +31,7 @@ async def external_dates(
     """What every source other than the config blob says, in the configured order."""
     image = target.image
     readings: list[Awaitable[Observation]] = []
-    for source in target.environment.published_sources:
+    for source in target.published_sources:
         if source is PublishedSource.GITLAB_API:
             if gitlab is None:
                 readings.append(_none(source, "no GitLab is configured for the environment"))

@@ -16,7 +16,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 
 from canary import __version__
-from canary.config import BlobCheck, Environment
+from canary.config import DIGEST_RE, BlobCheck, Environment
 from canary.registry.auth import Authenticator, pull_scope
 from canary.registry.errors import (
     RegistryError,
@@ -24,15 +24,20 @@ from canary.registry.errors import (
     failure,
     outcome_for_exception,
     outcome_for_response,
-    request_id,
 )
 from canary.registry.media import (
     ACCEPT,
     MAX_MANIFEST_BYTES,
+    OCI_INDEX,
     Descriptor,
-    Digester,
-    ManifestError,
-    digest_of,
+    manifest_digest,
+)
+from canary.registry.response import (
+    Response,
+    check_head,
+    check_range,
+    range_header,
+    verify_body,
 )
 from canary.results import Fetch, Hop, Outcome
 from canary.servers import Alertmanager, GitLab
@@ -40,10 +45,10 @@ from canary.servers import Alertmanager, GitLab
 USER_AGENT = f"registry-canary/{__version__}"
 MAX_REDIRECTS = 5
 TOO_BIG = "manifest larger than 4 MiB"
-RANGE_BYTES = 1024
 ERROR_BODY_BYTES = 64 * 1024
 READ_BUFFER = 1024 * 1024
-STREAM_READ_BYTES = 1024 * 1024
+# The referrers API pages its answer with Link headers; a registry that never stops is cut off.
+MAX_REFERRER_PAGES = 10
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 
@@ -103,45 +108,6 @@ class Manifest:
     digest: str
     content_type: str | None
     fetch: Fetch
-
-
-@dataclass(slots=True)
-class Response:
-    """A response in hand: which hop answered, at which URL (after redirects)."""
-
-    raw: aiohttp.ClientResponse
-    hop: Hop
-    url: str
-
-    def ok(self, received: int) -> Fetch:
-        return Fetch(
-            outcome=Outcome.OK,
-            hop=self.hop,
-            status=self.raw.status,
-            bytes=received,
-            request_id=request_id(self.raw.headers),
-        )
-
-    def fail(self, outcome: Outcome, detail: str) -> Fetch:
-        """A failure found in the content of a response the server called a success."""
-        return failure(
-            outcome,
-            detail,
-            hop=self.hop,
-            url=self.url,
-            status=self.raw.status,
-            request_id_=request_id(self.raw.headers),
-        )
-
-    async def read_up_to(self, limit: int) -> bytes:
-        """Up to `limit` bytes of the body; fewer only when the body ends first."""
-        data = b""
-        while len(data) < limit:
-            more = await self.raw.content.read(limit - len(data))
-            if not more:
-                break
-            data += more
-        return data
 
 
 class RegistryClient:
@@ -224,22 +190,32 @@ class RegistryClient:
         data: bytes | None = None,
         limited: bool = True,
         where: Where | None = None,
+        foreign: bool = False,
     ) -> AsyncIterator[Response]:
         """Send a request to the registry, answering one 401 and following redirects.
 
         `path` is under the registry's origin, or an absolute URL the registry handed out.
         Unless `limited` is false (requests that are not part of a pull), it takes one of the
-        environment's `concurrency` request slots.
+        environment's `concurrency` request slots. A `foreign` request goes to a URL a manifest
+        names (a non-distributable layer's source): it is never authenticated, and its hop is
+        `foreign` throughout.
 
         Failures before the response is in hand raise RegistryError; the caller reads the body.
         """
         async with self._limit if limited else contextlib.nullcontext():
-            await self._ping()
+            if not foreign:
+                await self._ping()
             for attempt in (1, 2):
-                authorization = await self._auth.header(scope)
+                authorization = None if foreign else await self._auth.header(scope)
                 url = path if path.startswith(("http://", "https://")) else self.base_url + path
                 response = await self._follow(
-                    method, url, authorization, headers or {}, data, subject, where
+                    method,
+                    url,
+                    authorization,
+                    headers or {},
+                    data,
+                    where,
+                    Hop.FOREIGN if foreign else Hop.REGISTRY,
                 )
                 if (
                     response.raw.status == 401
@@ -266,11 +242,10 @@ class RegistryClient:
         authorization: str | None,
         headers: dict[str, str],
         data: bytes | None,
-        subject: Subject,
         where: Where | None = None,
+        hop: Hop = Hop.REGISTRY,
     ) -> Response:
         registry = origin(self.base_url)
-        hop = Hop.REGISTRY
         for _ in range(MAX_REDIRECTS + 1):
             sent = dict(headers)
             # The registry's credentials never travel to storage or a CDN on another origin.
@@ -310,7 +285,8 @@ class RegistryClient:
                         status=raw.status,
                     )
                 )
-            url, hop = target, Hop.STORAGE
+            url = target
+            hop = Hop.STORAGE if hop is Hop.REGISTRY else hop
             if where is not None:
                 where.hop, where.url = hop, url
         raise RegistryError(
@@ -347,30 +323,33 @@ class RegistryClient:
             if len(body) > MAX_MANIFEST_BYTES:
                 raise RegistryError(response.fail(Outcome.INVALID_RESPONSE, TOO_BIG))
             served = raw.headers.get("Docker-Content-Digest")
+            content_type = raw.headers.get("Content-Type")
+            # Per algorithm, the digest as registries define it (schema 1: of the payload).
+            digests: dict[str, str] = {}
             for claimed, whose in (
                 (served, "the registry's Docker-Content-Digest"),
                 (expected_digest, pinned),
             ):
                 if not claimed:
                     continue
-                try:
-                    digester = Digester(claimed)
-                except ManifestError:
+                if not DIGEST_RE.fullmatch(claimed):
                     fetch = response.fail(Outcome.INVALID_RESPONSE, f"{whose} is not a digest")
-                    raise RegistryError(fetch) from None
-                digester.update(body)
-                if not digester.matches:
+                    raise RegistryError(fetch)
+                algorithm = claimed.partition(":")[0]
+                if algorithm not in digests:
+                    digests[algorithm] = manifest_digest(body, content_type, algorithm)
+                if digests[algorithm] != claimed:
                     fetch = response.fail(
                         Outcome.DIGEST_MISMATCH,
-                        f"manifest body is {digester.actual}, {whose} is {claimed}",
+                        f"manifest body is {digests[algorithm]}, {whose} is {claimed}",
                     )
-                    raise RegistryError(replace(fetch, digest=digester.actual))
+                    raise RegistryError(replace(fetch, digest=digests[algorithm]))
             algorithm = (expected_digest or served or "sha256").partition(":")[0]
-            digest = digest_of(body, algorithm)
+            digest = digests.get(algorithm) or manifest_digest(body, content_type, algorithm)
             return Manifest(
                 body=body,
                 digest=digest,
-                content_type=raw.headers.get("Content-Type"),
+                content_type=content_type,
                 fetch=replace(response.ok(len(body)), digest=digest),
             )
 
@@ -381,18 +360,22 @@ class RegistryClient:
         mode: BlobCheck,
         keep_up_to: int = 0,
         where: Where | None = None,
+        url: str | None = None,
     ) -> tuple[Fetch, bytes | None]:
         """Fetch one blob as `mode` says and verify what can be verified; never raises.
 
         With `keep_up_to`, a verified body no larger than that is returned too (for configs).
         `where` follows the request across redirects, for whoever gives up on it midway.
+        With `url`, the blob is fetched there (one of a foreign layer's `urls`) rather than from
+        the registry, without the registry's credentials.
         """
-        path = f"/v2/{repository}/blobs/{blob.digest}"
+        path = url or f"/v2/{repository}/blobs/{blob.digest}"
         method = "HEAD" if mode is BlobCheck.HEAD else "GET"
         headers = {}
-        if mode is BlobCheck.RANGE and blob.size > 0:
-            headers["Range"] = f"bytes=0-{min(blob.size, RANGE_BYTES) - 1}"
-        hop, url = Hop.REGISTRY, f"{self.base_url}{path}"
+        if mode is BlobCheck.RANGE and (wanted := range_header(blob)):
+            headers["Range"] = wanted
+        hop = Hop.FOREIGN if url else Hop.REGISTRY
+        at = url or f"{self.base_url}{path}"
         try:
             async with self.open(
                 method,
@@ -401,24 +384,69 @@ class RegistryClient:
                 subject="blob",
                 headers=headers,
                 where=where,
+                foreign=url is not None,
             ) as response:
-                hop, url = response.hop, response.url
+                hop, at = response.hop, response.url
                 if response.raw.status not in (200, 206):
                     return await error_fetch(response, "blob", method), None
                 if mode is BlobCheck.GET:
-                    keep: list[bytes] | None = [] if blob.size <= keep_up_to else None
-                    fetch = await _verify_body(response, blob, keep)
+                    small = blob.size is not None and blob.size <= keep_up_to
+                    keep: list[bytes] | None = [] if small else None
+                    fetch = await verify_body(response, blob, keep)
                     body = (
                         b"".join(keep) if keep is not None and fetch.outcome is Outcome.OK else None
                     )
                     return fetch, body
                 if mode is BlobCheck.RANGE:
-                    return await _check_range(response, blob), None
-                return _check_head(response, blob), None
+                    return await check_range(response, blob), None
+                return check_head(response, blob), None
         except RegistryError as exc:
             return exc.fetch, None
         except TRANSPORT_ERRORS as exc:
-            return outcome_for_exception(exc, hop=hop, url=url), None
+            return outcome_for_exception(exc, hop=hop, url=at), None
+
+    async def get_referrers(self, repository: str, digest: str) -> tuple[Fetch, list[bytes]]:
+        """The OCI 1.1 referrers API's answer for `digest`, every page of it; never raises.
+
+        A 404 means the registry has no referrers API (the spec's signal to fall back to the
+        tag schema); the caller reads it from the Fetch.
+        """
+        path: str | None = f"/v2/{repository}/referrers/{digest}"
+        pages: list[bytes] = []
+        fetch = Fetch(outcome=Outcome.OK, hop=Hop.REGISTRY, status=None)
+        while path is not None and len(pages) < MAX_REFERRER_PAGES:
+            url = path if path.startswith(("http://", "https://")) else self.base_url + path
+            try:
+                async with self.open(
+                    "GET",
+                    path,
+                    scope=pull_scope(repository),
+                    subject="other",
+                    headers={"Accept": OCI_INDEX},
+                ) as response:
+                    if response.raw.status != 200:
+                        return await error_fetch(response, "other", "GET"), pages
+                    body = await response.read_up_to(MAX_MANIFEST_BYTES + 1)
+                    if len(body) > MAX_MANIFEST_BYTES:
+                        return response.fail(Outcome.INVALID_RESPONSE, TOO_BIG), pages
+                    pages.append(body)
+                    fetch = response.ok(len(body))
+                    path = _next_page(response.raw, response.url)
+            except RegistryError as exc:
+                return exc.fetch, pages
+            except TRANSPORT_ERRORS as exc:
+                return outcome_for_exception(exc, hop=Hop.REGISTRY, url=url), pages
+        return fetch, pages
+
+
+def _next_page(raw: aiohttp.ClientResponse, url: str) -> str | None:
+    """The `rel="next"` target of a Link header, on the same origin, or None."""
+    for link in raw.headers.getall("Link", []):
+        target, _, params = link.partition(";")
+        if 'rel="next"' in params.replace(" ", "") and target.strip().startswith("<"):
+            following = urljoin(url, target.strip().strip("<>"))
+            return following if origin(following) == origin(url) else None
+    return None
 
 
 async def error_fetch(response: Response, subject: Subject, method: str) -> Fetch:
@@ -437,82 +465,6 @@ async def error_fetch(response: Response, subject: Subject, method: str) -> Fetc
         hop=response.hop,
         url=response.url,
     )
-
-
-def _size_problem(response: Response, blob: Descriptor) -> str | None:
-    length = response.raw.content_length
-    if response.raw.status == 200 and length is not None and length != blob.size:
-        return f"Content-Length is {length}, the descriptor says {blob.size}"
-    return None
-
-
-def _widen_reads(raw: aiohttp.ClientResponse) -> None:
-    """Let the socket hand over up to 1 MiB per read while a large body streams.
-
-    asyncio's selector transport reads at most 256 KiB at a time (`max_size`, an attribute of
-    CPython's transport, hence the guard); larger reads cut the per-chunk work by a fifth.
-    """
-    transport = raw.connection.transport if raw.connection is not None else None
-    if transport is not None and hasattr(transport, "max_size"):
-        setattr(transport, "max_size", STREAM_READ_BYTES)  # noqa: B010 - not in the typed API
-
-
-async def _verify_body(response: Response, blob: Descriptor, keep: list[bytes] | None) -> Fetch:
-    if response.raw.status != 200:
-        return response.fail(
-            Outcome.INVALID_RESPONSE, f"HTTP {response.raw.status} to a GET without Range"
-        )
-    problem = _size_problem(response, blob)
-    if problem:
-        return response.fail(Outcome.SIZE_MISMATCH, problem)
-    _widen_reads(response.raw)
-    digester = Digester(blob.digest)
-    received = 0
-    async for chunk in response.raw.content.iter_any():
-        received += len(chunk)
-        if received > blob.size:
-            return response.fail(
-                Outcome.SIZE_MISMATCH, f"more than the descriptor's {blob.size} bytes"
-            )
-        digester.update(chunk)
-        if keep is not None:
-            keep.append(chunk)
-    if received != blob.size:
-        return response.fail(
-            Outcome.SIZE_MISMATCH, f"{received} bytes, the descriptor says {blob.size}"
-        )
-    if not digester.matches:
-        return response.fail(Outcome.DIGEST_MISMATCH, f"content hashes to {digester.actual}")
-    return response.ok(received)
-
-
-async def _check_range(response: Response, blob: Descriptor) -> Fetch:
-    wanted = min(blob.size, RANGE_BYTES)
-    total = response.raw.headers.get("Content-Range", "").rpartition("/")[2]
-    if response.raw.status == 206 and total.isdigit() and int(total) != blob.size:
-        return response.fail(
-            Outcome.SIZE_MISMATCH,
-            f"Content-Range total is {total}, the descriptor says {blob.size}",
-        )
-    problem = _size_problem(response, blob)
-    if problem:
-        return response.fail(Outcome.SIZE_MISMATCH, problem)
-    data = await response.read_up_to(wanted)
-    if len(data) < wanted:
-        return response.fail(
-            Outcome.SIZE_MISMATCH, f"{len(data)} bytes where {wanted} were asked for"
-        )
-    return response.ok(len(data))
-
-
-def _check_head(response: Response, blob: Descriptor) -> Fetch:
-    problem = _size_problem(response, blob)
-    if problem:
-        return response.fail(Outcome.SIZE_MISMATCH, problem)
-    served = response.raw.headers.get("Docker-Content-Digest")
-    if served and served != blob.digest:
-        return response.fail(Outcome.DIGEST_MISMATCH, f"Docker-Content-Digest is {served}")
-    return response.ok(0)
 
 
 def make_session(environment: Environment) -> aiohttp.ClientSession:

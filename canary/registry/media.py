@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from canary.config import DIGEST_RE
+from canary.registry import schema1
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -17,16 +18,40 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_LAYER_NONDISTRIBUTABLE_GZIP = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+DOCKER_FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+# The manifest annotation Helm 3.13+, ORAS and buildx write with the artifact's build date.
+CREATED_ANNOTATION = "org.opencontainers.image.created"
+# buildx marks the attestation manifests it puts in an index with this annotation.
+REFERENCE_TYPE_ANNOTATION = "vnd.docker.reference.type"
 
 IMAGE_MANIFESTS = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 INDEXES = frozenset({OCI_INDEX, DOCKER_LIST})
-# The Accept list containerd sends, so the registry answers exactly as it does for a runtime.
-ACCEPT = ", ".join([DOCKER_MANIFEST, DOCKER_LIST, OCI_MANIFEST, OCI_INDEX, "*/*"])
+IMAGE_CONFIGS = frozenset({OCI_CONFIG, DOCKER_CONFIG})
+# containerd's Accept list, with schema 1 after every current type, as containerd 1.x asks for
+# it: a registry that holds both serves the current one.
+ACCEPT = ", ".join(
+    [DOCKER_MANIFEST, DOCKER_LIST, OCI_MANIFEST, OCI_INDEX, schema1.SIGNED, schema1.UNSIGNED, "*/*"]
+)
+# Attestation manifests in an index carry this placeholder platform; runtimes skip them.
+NOT_A_PLATFORM = "unknown/unknown"
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 _FRACTION_RE = re.compile(r"\.(\d+)")
+
+
+def is_non_distributable(media_type: str) -> bool:
+    """A layer the registry need not hold (Windows base layers): runtimes fetch it from its
+    `urls`. The same prefixes containerd's `IsNonDistributable` tests."""
+    return media_type.startswith(
+        (
+            "application/vnd.oci.image.layer.nondistributable.",
+            "application/vnd.docker.image.rootfs.foreign.",
+        )
+    )
 
 
 class ManifestError(ValueError):
@@ -59,25 +84,56 @@ def digest_of(body: bytes, algorithm: str = "sha256") -> str:
     return f"{algorithm}:{hashlib.new(algorithm, body).hexdigest()}"
 
 
+def manifest_digest(body: bytes, content_type: str | None, algorithm: str = "sha256") -> str:
+    """The digest registries give a manifest: of its body, except for a signed schema 1
+    manifest, whose digest is taken over its payload without the signatures."""
+    if schema1.may_be_schema1(body, content_type):
+        try:
+            return digest_of(schema1.payload(body), algorithm)
+        except schema1.Schema1Error:
+            pass  # not a readable schema 1 signature block: the body is what was signed
+    return digest_of(body, algorithm)
+
+
 @dataclass(frozen=True, slots=True)
 class Descriptor:
     media_type: str
     digest: str
-    size: int
+    size: int | None  # None only for schema 1 layers, whose manifests give no sizes
     platform: str | None = None
+    urls: tuple[str, ...] = ()
+    artifact_type: str | None = None
+    attestation: bool = False  # an index entry that buildx marked as an attestation manifest
 
 
 @dataclass(frozen=True, slots=True)
 class ImageManifest:
+    """An image or artifact manifest: schema 2, OCI, or schema 1 (which has no config blob; its
+    config is embedded in its history)."""
+
     media_type: str
-    config: Descriptor
+    config: Descriptor | None
     layers: tuple[Descriptor, ...]
+    artifact_type: str | None = None
+    subject: str | None = None  # the digest of the manifest this one refers to
+    created: str | None = None  # the org.opencontainers.image.created annotation, verbatim
+    embedded_config: ImageConfig | None = None  # schema 1: the newest history entry
+    # Schema 1: layers its history marks empty, which runtimes never download.
+    empty_layers: tuple[Descriptor, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        """What the manifest holds, as its config says: an image, or an artifact."""
+        if self.config is None or self.config.media_type in IMAGE_CONFIGS:
+            return "image"
+        return "artifact"
 
 
 @dataclass(frozen=True, slots=True)
 class Index:
     media_type: str
     manifests: tuple[Descriptor, ...]
+    created: str | None = None  # the org.opencontainers.image.created annotation, verbatim
 
 
 def _descriptor(raw: object, where: str, platform: str | None = None) -> Descriptor:
@@ -90,7 +146,23 @@ def _descriptor(raw: object, where: str, platform: str | None = None) -> Descrip
         raise ManifestError(f"{where} has no valid size")
     if not isinstance(media_type, str):
         raise ManifestError(f"{where} has an invalid mediaType")
-    return Descriptor(media_type=media_type, digest=digest, size=size, platform=platform)
+    urls = raw.get("urls") or []
+    if not isinstance(urls, list) or not all(isinstance(url, str) for url in urls):
+        raise ManifestError(f"{where} has invalid urls")
+    artifact_type = raw.get("artifactType")
+    annotations = raw.get("annotations")
+    attestation = isinstance(annotations, dict) and (
+        annotations.get(REFERENCE_TYPE_ANNOTATION) == "attestation-manifest"
+    )
+    return Descriptor(
+        media_type=media_type,
+        digest=digest,
+        size=size,
+        platform=platform,
+        urls=tuple(urls),
+        artifact_type=artifact_type if isinstance(artifact_type, str) else None,
+        attestation=attestation or platform == NOT_A_PLATFORM,
+    )
 
 
 def _platform(raw: object) -> str | None:
@@ -106,20 +178,39 @@ def _platform(raw: object) -> str | None:
     )
 
 
+def _created(document: dict[str, Any]) -> str | None:
+    annotations = document.get("annotations")
+    if not isinstance(annotations, dict):
+        return None
+    created = annotations.get(CREATED_ANNOTATION)
+    return created if isinstance(created, str) else None
+
+
+def _media_type(document: dict[str, Any], content_type: str | None) -> str:
+    declared = document.get("mediaType")
+    if declared is not None and not isinstance(declared, str):
+        raise ManifestError("manifest mediaType is not a string")
+    if declared:
+        return declared
+    if document.get("schemaVersion") == 1:
+        # Schema 1 bodies declare no type; a signature block tells the two kinds apart.
+        return schema1.SIGNED if "signatures" in document else schema1.UNSIGNED
+    header = (content_type or "").split(";")[0].strip()
+    if header and header != schema1.PLAIN_TEXT:
+        return header
+    return OCI_INDEX if "manifests" in document else OCI_MANIFEST
+
+
 def parse_manifest(body: bytes, content_type: str | None) -> ImageManifest | Index:
-    """Parse an image manifest or an index; the body's mediaType wins over the header."""
+    """Parse an image manifest (schema 2, OCI, schema 1) or an index; the body's mediaType wins
+    over the header."""
     try:
         document: Any = json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise ManifestError(f"manifest is not JSON: {exc}") from None
     if not isinstance(document, dict):
         raise ManifestError("manifest is not a JSON object")
-    declared = document.get("mediaType")
-    if declared is not None and not isinstance(declared, str):
-        raise ManifestError("manifest mediaType is not a string")
-    media_type = declared or (content_type or "").split(";")[0].strip()
-    if not media_type:
-        media_type = OCI_INDEX if "manifests" in document else OCI_MANIFEST
+    media_type = _media_type(document, content_type)
     if media_type in INDEXES:
         entries = document.get("manifests")
         if not isinstance(entries, list):
@@ -130,19 +221,69 @@ def parse_manifest(body: bytes, content_type: str | None) -> ImageManifest | Ind
             else _descriptor(entry, f"manifests[{i}]")
             for i, entry in enumerate(entries)
         )
-        return Index(media_type=media_type, manifests=manifests)
+        return Index(media_type=media_type, manifests=manifests, created=_created(document))
     if media_type in IMAGE_MANIFESTS:
         if document.get("schemaVersion") != 2:
             raise ManifestError("manifest schemaVersion is not 2")
         layers = document.get("layers")
         if not isinstance(layers, list):
             raise ManifestError("manifest has no layers list")
+        subject = document.get("subject")
+        artifact_type = document.get("artifactType")
         return ImageManifest(
             media_type=media_type,
             config=_descriptor(document.get("config"), "config"),
             layers=tuple(_descriptor(layer, f"layers[{i}]") for i, layer in enumerate(layers)),
+            artifact_type=artifact_type if isinstance(artifact_type, str) else None,
+            subject=_descriptor(subject, "subject").digest if subject is not None else None,
+            created=_created(document),
         )
+    if media_type in schema1.MEDIA_TYPES:
+        return _schema1(document, media_type)
     raise ManifestError(f"unsupported manifest media type {media_type!r}")
+
+
+def _schema1(document: dict[str, Any], media_type: str) -> ImageManifest:
+    """Schema 1: each distinct `fsLayers[].blobSum` once, those the history marks empty apart
+    (containerd, Docker and containers/image never download them), and the newest history
+    entry's config."""
+    if document.get("schemaVersion") != 1:
+        raise ManifestError("schema 1 manifest schemaVersion is not 1")
+    fs_layers, history = document.get("fsLayers"), document.get("history")
+    if not isinstance(fs_layers, list) or not fs_layers:
+        raise ManifestError("schema 1 manifest has no fsLayers")
+    if not isinstance(history, list) or len(history) != len(fs_layers):
+        raise ManifestError("schema 1 manifest has no history entry per layer")
+    compatibility = []
+    for i, step in enumerate(history):
+        text = step.get("v1Compatibility") if isinstance(step, dict) else None
+        try:
+            parsed = json.loads(text) if isinstance(text, str) else None
+        except (ValueError, RecursionError):
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise ManifestError(f"history[{i}].v1Compatibility is not a JSON object")
+        compatibility.append(parsed)
+    # As containerd's converter: the first mention of a blob decides whether it is empty.
+    layers: dict[str, tuple[Descriptor, bool]] = {}
+    for i, entry in enumerate(fs_layers):
+        digest = entry.get("blobSum") if isinstance(entry, dict) else None
+        if not isinstance(digest, str) or not DIGEST_RE.match(digest):
+            raise ManifestError(f"fsLayers[{i}] has no valid blobSum")
+        if digest not in layers:
+            layer = Descriptor(media_type=schema1.LAYER, digest=digest, size=None)
+            layers[digest] = (layer, schema1.is_empty_layer(compatibility[i]))
+    config = _config_of(compatibility[0])
+    architecture = document.get("architecture")
+    if config.platform is None and isinstance(architecture, str) and architecture:
+        config = ImageConfig(config.created, f"linux/{architecture}", config.created_problem)
+    return ImageManifest(
+        media_type=media_type,
+        config=None,
+        layers=tuple(layer for layer, empty in layers.values() if not empty),
+        embedded_config=config,
+        empty_layers=tuple(layer for layer, empty in layers.values() if empty),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +301,10 @@ def parse_image_config(body: bytes) -> ImageConfig:
         raise ManifestError(f"config blob is not JSON: {exc}") from None
     if not isinstance(document, dict):
         raise ManifestError("config blob is not a JSON object")
+    return _config_of(document)
+
+
+def _config_of(document: dict[str, Any]) -> ImageConfig:
     created, problem = None, None
     raw = document.get("created")
     if raw is None:

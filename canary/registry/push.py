@@ -17,9 +17,10 @@ from datetime import datetime
 from urllib.parse import urljoin
 
 from canary.registry.auth import pull_scope
-from canary.registry.client import TRANSPORT_ERRORS, RegistryClient, Response, error_fetch
+from canary.registry.client import TRANSPORT_ERRORS, RegistryClient, error_fetch
 from canary.registry.errors import RegistryError, Subject, outcome_for_exception
 from canary.registry.media import ACCEPT, digest_of
+from canary.registry.response import Response
 from canary.results import Fetch, Outcome, WriteOperation, WriteOutcome
 
 Writes = list[tuple[WriteOperation, WriteOutcome]]

@@ -3,25 +3,33 @@ failed."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 from canary.config import Target
-from canary.results import BlobResult, ControlResult, ImageResult, ManifestResult
+from canary.results import BlobResult, ControlResult, ImageResult, ManifestResult, Outcome
 
 
 def _failure(item: ManifestResult | BlobResult) -> dict[str, Any]:
+    kind = str(item.kind) if isinstance(item, BlobResult) else "manifest"
+    if isinstance(item, ManifestResult) and (item.found_via or item.artifact_type):
+        kind = "referrer"
     fields: dict[str, Any] = {
         "outcome": str(item.outcome),
         "status": item.status,
         "digest": item.digest,
-        "kind": str(item.kind) if isinstance(item, BlobResult) else "manifest",
+        "kind": kind,
         "hop": str(item.hop),
         "first_outcome": str(item.first_outcome or item.outcome),
         "request_id": item.request_id,
     }
     if item.platform:
         fields["platform"] = item.platform
+    if isinstance(item, ManifestResult) and item.artifact_type:
+        fields["artifact_type"] = item.artifact_type
+    if isinstance(item, BlobResult) and item.referrer:
+        fields["referrer"] = item.referrer
     if item.evidence is not None:
         fields["detail"] = item.evidence.detail
         fields["request_id"] = fields["request_id"] or item.evidence.request_id
@@ -43,12 +51,20 @@ class LogSink:
             "outcome": str(result.outcome),
             "duration_seconds": round(result.duration_seconds, 4),
             "blobs": len(result.blobs),
+            "verified_blobs": result.verified_blobs,
             "bytes": sum(b.bytes for b in result.blobs),
             "published": {str(p.source): p.to_dict()["timestamp"] for p in result.published},
             "published_status": {str(p.source): str(p.status) for p in result.published},
         }
         if result.manifests and result.manifests[0].digest:
             fields["digest"] = result.manifests[0].digest
+        if result.skipped:
+            reasons = Counter(str(s.reason) for s in result.skipped)
+            fields["skipped"] = dict(sorted(reasons.items()))
+        if result.referrers_checked:
+            fields["referrers"] = sum(1 for r in result.referrers if r.outcome is Outcome.OK)
+            if result.requirements:
+                fields["requirements"] = dict(result.requirements)
         if not result.ok:
             fields["failures"] = [_failure(item) for item in result.failures]
             if result.evidence is not None:

@@ -20,6 +20,7 @@ from canary.results import (
     ImageResult,
     Outcome,
     PublishedStatus,
+    SkipReason,
     WriteOperation,
     WriteOutcome,
 )
@@ -73,6 +74,7 @@ class MetricsSink:
                 with contextlib.suppress(KeyError):
                     m.tag_digest_matches_pin.remove(*target.key)
             self._drop_sources(target)
+            self._drop_requirements(target)
 
     def _forget_environment(self, environment: str) -> None:
         """Drop the per-environment series of an environment a reload removed; their other
@@ -84,6 +86,14 @@ class MetricsSink:
             (m.control_leftovers_removed, (environment,)),
         ]
         removals += [(m.probes_skipped, (environment, r)) for r in ("overlap", "rate_limited")]
+        removals += [
+            (m.skipped, (environment, kind, reason))
+            for kind, reason in (
+                ("manifest", SkipReason.ATTESTATION),
+                ("layer", SkipReason.NON_DISTRIBUTABLE),
+                ("layer", SkipReason.EMPTY_LAYER),
+            )
+        ]
         for kind in BlobKind:
             removals += [(m.blob_fetch_duration, (environment, kind))]
             removals += [(m.blob_fetch_bytes, (environment, kind))]
@@ -99,7 +109,7 @@ class MetricsSink:
 
     def _drop_sources(self, target: Target) -> None:
         """Forget the date series of sources a reload removed from the environment."""
-        sources = set(target.environment.published_sources)
+        sources = set(target.published_sources)
         dated = (self.metrics.tag_published, self.metrics.tag_published_valid)
         series = self._series[target.key]
         for metric, labels in [s for s in series if s[0] in dated and s[1][3] not in sources]:
@@ -107,13 +117,39 @@ class MetricsSink:
             with contextlib.suppress(KeyError):
                 metric.remove(*labels)
 
+    def _drop_requirements(self, target: Target) -> None:
+        """Forget the referrer series a reload turned off or no longer requires."""
+        m = self.metrics
+        wanted = set(target.referrers.require) if target.referrers is not None else set()
+        series = self._series[target.key]
+        for metric, labels in [
+            s for s in series if s[0] is m.referrer_requirement_met and s[1][3] not in wanted
+        ]:
+            series.discard((metric, labels))
+            with contextlib.suppress(KeyError):
+                metric.remove(*labels)
+        if target.referrers is None and (m.image_referrers, target.key) in series:
+            series.discard((m.image_referrers, target.key))
+            with contextlib.suppress(KeyError):
+                m.image_referrers.remove(*target.key)
+
     def consume(self, result: ImageResult) -> None:
         key = result.key
         if key not in self._series:
             return  # removed from the catalog while this pull was in flight
         m, env = self.metrics, result.environment
-        for manifest in result.manifests:
-            self._touch(key, m.manifest_fetches, *key, manifest.outcome).inc()
+        for manifest in (*result.manifests, *result.referrers):
+            if manifest.outcome is not Outcome.REFERRER_MISSING:  # a finding, not a fetch
+                self._touch(key, m.manifest_fetches, *key, manifest.outcome).inc()
+        for skipped in result.skipped:
+            m.skipped.labels(env, skipped.kind, skipped.reason).inc()
+        if result.referrers_checked:
+            read = sum(1 for r in result.referrers if r.outcome is Outcome.OK)
+            self._touch(key, m.image_referrers, *key).set(read)
+        for requirement, met in result.requirements:
+            if met is not None:
+                metric = m.referrer_requirement_met
+                self._touch(key, metric, *key, requirement).set(1 if met else 0)
         for blob in result.blobs:
             self._touch(key, m.blob_fetches, *key, blob.kind, blob.outcome).inc()
             m.blob_fetch_duration.labels(env, blob.kind).observe(blob.duration_seconds)
