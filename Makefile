@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEBIAN_PACKAGES := docker-registry skopeo umoci apache2-utils curl ca-certificates time openssl \
+DEBIAN_PACKAGES := docker-registry skopeo umoci containerd apache2-utils curl ca-certificates time openssl \
 	chromium \
 	prometheus prometheus-alertmanager
 SOURCES := canary tests benchmarks dashboards deploy
@@ -40,7 +40,7 @@ demo: sysdeps venv
 	$(BIN)/python -m canary.demo
 
 bench: sysdeps venv
-	$(BIN)/python benchmarks/pull.py && $(BIN)/python benchmarks/daemon.py && $(BIN)/python benchmarks/alerting.py && $(BIN)/python benchmarks/published.py && $(BIN)/python benchmarks/statuspage.py && $(BIN)/python benchmarks/diagnosis.py
+	$(BIN)/python benchmarks/pull.py && $(BIN)/python benchmarks/daemon.py && $(BIN)/python benchmarks/alerting.py && $(BIN)/python benchmarks/published.py && $(BIN)/python benchmarks/statuspage.py && $(BIN)/python benchmarks/diagnosis.py && $(BIN)/python benchmarks/shapes.py
 
 # The daemon for a bounded time (default 10m) against the real registry behind the fault proxy,
 # cycling through faults: RSS, file descriptors, loop responsiveness, no probe lost or stuck.

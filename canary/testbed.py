@@ -94,9 +94,13 @@ def registry_config(
     redirect_to: str | None = None,
     tls: tuple[Path, Path] | None = None,
     delete: bool = True,
+    schema1: bool = False,
+    foreign_urls: str | None = None,
 ) -> dict[str, Any]:
     """A registry config with no blob descriptor cache, which could mask missing links; `tls`
-    is (certificate, key) in PEM to serve HTTPS; `delete` false turns the DELETE API off."""
+    is (certificate, key) in PEM to serve HTTPS; `delete` false turns the DELETE API off;
+    `schema1` accepts schema 1 pushes; `foreign_urls` is the pattern the `urls` of foreign
+    layers must match (without it, manifests with foreign layers are refused)."""
     config: dict[str, Any] = {
         "version": 0.1,
         "log": {"level": "warn", "accesslog": {"disabled": True}},
@@ -120,6 +124,10 @@ def registry_config(
         }
     if tls is not None:
         config["http"]["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
+    if schema1:
+        config["compatibility"] = {"schema1": {"enabled": True}}
+    if foreign_urls is not None:
+        config["validation"] = {"manifests": {"urls": {"allow": [foreign_urls]}}}
     if redirect_to is not None:
         config["middleware"] = {
             "storage": [{"name": "redirect", "options": {"baseurl": redirect_to}}]

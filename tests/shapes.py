@@ -362,6 +362,21 @@ class Pusher:
         request = urllib.request.Request(url, data=data, method=method, headers=headers or {})  # noqa: S310
         return urllib.request.urlopen(request, timeout=30)  # noqa: S310 - loopback only
 
+    def get(
+        self, repository: str, reference: str, accept: str, method: str = "GET"
+    ) -> tuple[str, bytes]:
+        """A manifest as served: its Docker-Content-Digest and body."""
+        url = f"{self.url}/v2/{repository}/manifests/{reference}"
+        with self._send(method, url, headers={"Accept": accept}) as response:
+            return str(response.headers.get("Docker-Content-Digest", "")), response.read()
+
+    def mount(self, repository: str, blob: Blob, source: str) -> int:
+        """A cross-repository blob mount (distribution spec): the HTTP status it answered."""
+        url = f"{self.url}/v2/{repository}/blobs/uploads/?mount={blob.digest}&from={source}"
+        with self._send("POST", url, b"") as response:
+            status: int = response.status
+            return status
+
     def blob(self, repository: str, blob: Blob) -> None:
         """The monolithic upload of the distribution spec: POST, then PUT with the digest."""
         with self._send("POST", f"{self.url}/v2/{repository}/blobs/uploads/", b"") as started:

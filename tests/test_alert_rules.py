@@ -21,6 +21,7 @@ TEST_FILES = [
     "canary_health.test.yml",
     "diagnosis.test.yml",
     "pulls_and_slo.test.yml",
+    "referrers.test.yml",
 ]
 # How every test file names the shipped rules: promtool resolves it from the test file's directory.
 RULES_REFERENCE = "../../config/prometheus/rules.yml"
@@ -75,6 +76,20 @@ BREAKAGES = [
         "(registry_canary_tag_digest_matches_pin) == 0\n        for: 14m\n",
         "RegistryCanaryTagDigestDrift",
         id="tag-digest-drift-for",
+    ),
+    pytest.param(
+        "referrers.test.yml",
+        "(registry_canary_image_referrer_requirement_met) == 0\n",
+        "(registry_canary_image_referrer_requirement_met) < 0\n",
+        "RegistryCanaryReferrerMissing",
+        id="referrer-missing-threshold",
+    ),
+    pytest.param(
+        "referrers.test.yml",
+        "min by (environment, repository, tag, requirement) (registry_canary_image_referrer",
+        "max by (environment, repository, tag, requirement) (registry_canary_image_referrer",
+        "RegistryCanaryReferrerMissing",
+        id="referrer-missing-any-replica",
     ),
     pytest.param(
         "diagnosis.test.yml",

@@ -554,9 +554,10 @@ class TestReferrers:
         result = await probe(url, referrers={"require": ["signature", shapes.SPDX]})
         assert result.ok, result
         assert result.requirements == (("signature", True), (shapes.SPDX, True))
+        # In an order that does not depend on timing: by source, then artifact type.
         assert [(r.artifact_type, r.found_via) for r in result.referrers] == [
-            (shapes.COSIGN_SIG_ARTIFACT, "api"),
             (shapes.SPDX, "api"),
+            (shapes.COSIGN_SIG_ARTIFACT, "api"),
         ]
         referred = {b.digest for b in result.blobs if b.referrer is not None}
         assert referred == {b.digest for b in (*signature.blobs, *sbom.blobs)}
@@ -633,6 +634,34 @@ class TestReferrers:
         assert result.outcome is Outcome.UNAVAILABLE
         assert result.requirements == (("sbom", None),)
         assert [r.outcome for r in result.referrers] == [Outcome.UNAVAILABLE]
+
+    async def test_every_page_of_the_referrers_api(self, fake: tuple[FakeRegistry, str]) -> None:
+        """The API's answer is followed through its Link header, page after page."""
+        registry, url = fake
+        subject = shapes.image("signed")
+        load(registry, subject, "v1")
+        signature = shapes.artifact("sig", artifact_type=shapes.COSIGN_SIG_ARTIFACT)
+        sbom = shapes.artifact("sbom", artifact_type=shapes.SPDX)
+        load(registry, signature)
+        load(registry, sbom)
+        pages = {
+            "": (signature, shapes.COSIGN_SIG_ARTIFACT, {"Link": '<?last=1>; rel="next"'}),
+            "1": (sbom, shapes.SPDX, {}),
+        }
+
+        async def paged(request: web.Request) -> web.Response:
+            manifest, kind, headers = pages[request.query.get("last", "")]
+            listed = {
+                "schemaVersion": 2,
+                "mediaType": shapes.OCI_INDEX,
+                "manifests": [_referrer_descriptor(manifest, kind)],
+            }
+            return web.json_response(listed, content_type=shapes.OCI_INDEX, headers=headers)
+
+        registry.faults[f"/v2/{REPO}/referrers/{subject.digest}"] = paged
+        result = await probe(url, referrers={"require": ["signature", "sbom"]})
+        assert result.ok, result
+        assert {r.digest for r in result.referrers} == {signature.digest, sbom.digest}
 
     async def test_off_by_default(self, fake: tuple[FakeRegistry, str]) -> None:
         registry, url = fake

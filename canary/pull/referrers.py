@@ -30,6 +30,8 @@ async def check_referrers(client: RegistryClient, pull: PullState, subject: str)
         if not missing or not listed or attempt == 2:
             break
         await asyncio.sleep(pull.target.recheck_delay)
+    # Found concurrently: put in an order that does not depend on which answer came first.
+    pull.referrers.sort(key=_order)
     pull.requirements = tuple(
         (r, True if r not in missing else (False if listed else None)) for r in options.require
     )
@@ -51,6 +53,14 @@ async def check_referrers(client: RegistryClient, pull: PullState, subject: str)
                 artifact_type=requirement,
             )
         )
+
+
+_SOURCES = {source: rank for rank, source in enumerate(ReferrerSource)}
+
+
+def _order(result: ManifestResult) -> tuple[int, str, str]:
+    source = _SOURCES.get(result.found_via, len(_SOURCES)) if result.found_via else len(_SOURCES)
+    return source, result.artifact_type or "", result.digest or ""
 
 
 async def _find_referrers(

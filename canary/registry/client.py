@@ -431,7 +431,7 @@ class RegistryClient:
                         return response.fail(Outcome.INVALID_RESPONSE, TOO_BIG), pages
                     pages.append(body)
                     fetch = response.ok(len(body))
-                    path = _next_page(response.raw, response.url)
+                    path = next_page(response.raw.headers.getall("Link", []), response.url)
             except RegistryError as exc:
                 return exc.fetch, pages
             except TRANSPORT_ERRORS as exc:
@@ -439,13 +439,19 @@ class RegistryClient:
         return fetch, pages
 
 
-def _next_page(raw: aiohttp.ClientResponse, url: str) -> str | None:
-    """The `rel="next"` target of a Link header, on the same origin, or None."""
-    for link in raw.headers.getall("Link", []):
-        target, _, params = link.partition(";")
-        if 'rel="next"' in params.replace(" ", "") and target.strip().startswith("<"):
-            following = urljoin(url, target.strip().strip("<>"))
-            return following if origin(following) == origin(url) else None
+def next_page(links: list[str], url: str) -> str | None:
+    """The `rel="next"` target of Link headers, resolved against the page it came with."""
+    for header in links:
+        for link in header.split(","):
+            target, _, params = link.partition(";")
+            target = target.strip()
+            rels = [p.strip().replace(" ", "") for p in params.split(";")]
+            if (
+                target.startswith("<")
+                and target.endswith(">")
+                and ('rel="next"' in rels or "rel=next" in rels)
+            ):
+                return urljoin(url, target[1:-1])
     return None
 
 

@@ -14,10 +14,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from urllib.parse import urljoin
 
 from canary.registry.auth import pull_scope
-from canary.registry.client import TRANSPORT_ERRORS, RegistryClient, error_fetch
+from canary.registry.client import TRANSPORT_ERRORS, RegistryClient, error_fetch, next_page
 from canary.registry.errors import RegistryError, Subject, outcome_for_exception
 from canary.registry.media import ACCEPT, digest_of
 from canary.registry.response import Response
@@ -312,7 +311,7 @@ async def list_tags(client: RegistryClient, repository: str, page: int = TAGS_PA
                     response.fail(Outcome.INVALID_RESPONSE, "the tag list is not {tags: [...]}")
                 )
             tags += page_tags
-            path = _next_page(raw.headers.getall("Link", []), response.url)
+            path = next_page(raw.headers.getall("Link", []), response.url)
     return tags
 
 
@@ -329,22 +328,6 @@ def _tags_of(body: bytes) -> list[str] | None:
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         return None
     return tags
-
-
-def _next_page(links: list[str], url: str) -> str | None:
-    """The `rel="next"` target of Link headers, resolved against the page it came with."""
-    for header in links:
-        for link in header.split(","):
-            target, _, params = link.partition(";")
-            target = target.strip()
-            rels = [p.strip().replace(" ", "") for p in params.split(";")]
-            if (
-                target.startswith("<")
-                and target.endswith(">")
-                and ('rel="next"' in rels or "rel=next" in rels)
-            ):
-                return urljoin(url, target[1:-1])
-    return None
 
 
 async def manifest_digest(client: RegistryClient, repository: str, tag: str) -> str | None:
