@@ -80,7 +80,7 @@ class TestValidFiles:
         path = REPO_ROOT / "config" / "example.yaml"
         done = run_cli("check-config", str(path), env=EXAMPLE_SECRETS)
         assert done.stdout == (
-            f"{path}: valid: 2 environments, 4 images, 6 probes per round, "
+            f"{path}: valid: 2 environments, 7 images, 11 probes per round, "
             "alerts posted to 2 Alertmanager(s)\n"
         )
 

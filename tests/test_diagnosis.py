@@ -174,10 +174,16 @@ class TestClassify:
             Outcome.SIZE_MISMATCH,
         ],
     )
-    @pytest.mark.parametrize("hop", list(Hop))
+    @pytest.mark.parametrize("hop", [Hop.REGISTRY, Hop.STORAGE])
     def test_data_loss_whatever_the_hop(self, outcome: Outcome, hop: Hop) -> None:
         """A data-loss outcome is data loss even when storage answered it: the data is gone."""
         assert classify(pulled(0, outcome, hop)) is Kind.DATA_LOSS
+
+    @pytest.mark.parametrize("outcome", [Outcome.BLOB_UNKNOWN, Outcome.DIGEST_MISMATCH])
+    def test_a_foreign_layers_source_is_not_the_registrys_data(self, outcome: Outcome) -> None:
+        """Loss at a foreign layer's own source (foreign_layers: urls) never counts as the
+        registry's lost data, so it can never raise legacy_data_unreadable."""
+        assert classify(pulled(0, outcome, Hop.FOREIGN)) is Kind.OTHER
 
     @pytest.mark.parametrize(
         "outcome", [Outcome.CONNECTION_ERROR, Outcome.HTTP_5XX, Outcome.DENIED, Outcome.HTTP_4XX]

@@ -45,7 +45,8 @@ CONFIG_KEYS = [
     "token_env", "token_file", "repository", "tag", "digest", "published", "platforms",
     "blob_check", "gitlab_project", "listen", "log_level", "grace_period", "state_file",
     "alertmanager", "external_labels", "generator_url", "resend_interval", "recheck_delay",
-    "suspect_interval", "published_tolerance", "min_age",
+    "suspect_interval", "published_tolerance", "min_age", "foreign_layers", "referrers",
+    "require", "enabled",
 ]  # fmt: skip
 PLAUSIBLE = [
     "http://127.0.0.1:5000", "https://registry.example.com", "ftp://x", "http://", "http://h:0",
@@ -105,6 +106,9 @@ image = st.fixed_dictionaries(
             "interval",
             "timeout",
             "gitlab_project",
+            "published_sources",
+            "foreign_layers",
+            "referrers",
         )
     },
 )
@@ -115,7 +119,16 @@ config_like = st.fixed_dictionaries(
         "images": st.one_of(st.lists(image, max_size=3), value),
     },
     optional={
-        "defaults": st.one_of(_optional(interval=value, timeout=value, platforms=value), value),
+        "defaults": st.one_of(
+            _optional(
+                interval=value,
+                timeout=value,
+                platforms=value,
+                foreign_layers=value,
+                referrers=st.one_of(_optional(require=value, enabled=value), value),
+            ),
+            value,
+        ),
         "daemon": st.one_of(_optional(listen=value, log_level=value, state_file=value), value),
         "alerting": st.one_of(
             _optional(

@@ -3,6 +3,7 @@ artifacts, nested indexes, referrers; and the pause before a confirming fetch.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -236,6 +237,20 @@ class TestForeignLayers:
         assert self.FOREIGN.digest not in blob_requests(registry)
         assert seen == []
         assert result.verified_blobs == 2  # the config and the image's own layer
+
+    async def test_a_base_layer_shared_by_two_images_is_skipped_once(
+        self, fake: tuple[FakeRegistry, str]
+    ) -> None:
+        registry, url = fake
+        urls = ["http://127.0.0.1:9/base"]
+        first = shapes.foreign_image("win-a", self.FOREIGN, urls)
+        second = shapes.foreign_image("win-b", self.FOREIGN, urls)
+        load(registry, shapes.index([(first, None), (second, None)]), "v1")
+        result = await probe(url)
+        assert result.ok, result
+        assert [s.digest for s in result.skipped] == [self.FOREIGN.digest]
+        own = {b.digest for b in (*first.blobs, *second.blobs)}  # one config, shared
+        assert {b.digest for b in result.blobs} == own
 
     async def test_a_lost_own_layer_is_still_blob_unknown(
         self, fake: tuple[FakeRegistry, str]
@@ -662,6 +677,36 @@ class TestReferrers:
         result = await probe(url, referrers={"require": ["signature", "sbom"]})
         assert result.ok, result
         assert {r.digest for r in result.referrers} == {signature.digest, sbom.digest}
+
+    async def test_a_stalled_referrer_times_out_with_what_was_verified(
+        self, fake: tuple[FakeRegistry, str]
+    ) -> None:
+        """A referrer manifest that never comes ends the pull as a timeout during the referrers,
+        that referrer marked, the image's own blobs kept verified."""
+        registry, url = fake
+        subject = shapes.image("signed")
+        load(registry, subject, "v1")
+        release = asyncio.Event()
+
+        async def stall(request: web.Request) -> web.Response:
+            await release.wait()
+            return web.Response(status=404)
+
+        tag = shapes.cosign_tag(subject, "sig")
+        registry.faults[f"/v2/{REPO}/manifests/{tag}"] = stall
+        try:
+            result = await probe(url, {"timeout": "500ms"}, referrers={})
+        finally:
+            release.set()
+        assert result.outcome is Outcome.TIMEOUT
+        assert result.evidence is not None
+        assert result.evidence.detail == (
+            "the pull took longer than its timeout of 0.5s (during referrers)"
+        )
+        assert result.verified_blobs == 3
+        assert [(r.outcome, r.found_via) for r in result.referrers] == [
+            (Outcome.TIMEOUT, "cosign_tag")
+        ]
 
     async def test_off_by_default(self, fake: tuple[FakeRegistry, str]) -> None:
         registry, url = fake

@@ -4,9 +4,10 @@ image, and the catalog's requirements (a signature, an SBOM) are checked, a miss
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 from canary.pull.state import PullState
-from canary.pull.walk import read_image, read_manifest
+from canary.pull.walk import failed_result, read_image, read_manifest
 from canary.registry.client import RegistryClient
 from canary.registry.errors import safe_url
 from canary.registry.media import ImageManifest
@@ -75,19 +76,8 @@ async def _find_referrers(
     type, cosign suffix) per referrer read. Returns whether the listing worked."""
     listing = await list_referrers(client, pull.target.image.repository, subject)
     if listing.failure is not None and first:
-        failed = listing.failure
-        pull.referrers.append(
-            ManifestResult(
-                digest=None,
-                outcome=failed.outcome,
-                status=failed.status,
-                first_outcome=failed.outcome,
-                evidence=failed.evidence,
-                hop=failed.hop,
-                request_id=failed.request_id,
-                found_via=ReferrerSource.API,
-            )
-        )
+        failed = failed_result(listing.failure, listing.failure, None, None)
+        pull.referrers.append(replace(failed, found_via=ReferrerSource.API))
     candidates = [*listing.candidates, *cosign_tags(subject)]
     await asyncio.gather(
         *(

@@ -63,6 +63,11 @@ class PullState:
     layers: set[str] = field(default_factory=set)  # every layer the manifests name
     top_is_index: bool = False
 
+    def skip(self, skipped: Skipped) -> None:
+        """Record something left out on purpose, once however many manifests name it."""
+        if all(s.digest != skipped.digest for s in self.skipped):
+            self.skipped.append(skipped)
+
 
 _requests = itertools.count()
 

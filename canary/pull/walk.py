@@ -65,16 +65,16 @@ async def walk(
     if depth == 0:
         pull.top_is_index, pull.index_created = True, parsed.created
     chosen = select(parsed, pull.target.platforms)
-    pull.skipped += [
-        Skipped(
-            entry.digest,
-            "manifest",
-            entry.platform,
-            SkipReason.ATTESTATION,
-            "an attestation manifest (build provenance or SBOM); runtimes do not pull it",
+    for entry in chosen.attestations:
+        pull.skip(
+            Skipped(
+                entry.digest,
+                "manifest",
+                entry.platform,
+                SkipReason.ATTESTATION,
+                "an attestation manifest (build provenance or SBOM); runtimes do not pull it",
+            )
         )
-        for entry in chosen.attestations
-    ]
     children = []
     for entry in chosen.follow:
         if entry.digest in pull.visited:
@@ -116,7 +116,10 @@ class Read:
     parsed: ImageManifest | Index | None
 
 
-def _failed(fetch: Fetch, first: Fetch, digest: str | None, platform: str | None) -> ManifestResult:
+def failed_result(
+    fetch: Fetch, first: Fetch, digest: str | None, platform: str | None
+) -> ManifestResult:
+    """The result of a manifest request that ended in `fetch` (its first answer `first`)."""
     return ManifestResult(
         digest=digest,
         outcome=fetch.outcome,
@@ -155,19 +158,18 @@ async def read_manifest(
         return manifest.fetch
 
     request = next_request()
+    # Left in place when the pull's timeout cancels the request, so the timeout can name it.
     pull.manifests_in_flight[request] = InFlight(expected, platform, referrer)
-    try:
-        if optional:
-            first = final = await once()
-            if final.outcome is Outcome.MANIFEST_UNKNOWN:
-                return None
-        else:
-            first, final = await confirmed(once, pull.target.recheck_delay)
-    finally:
-        pull.manifests_in_flight.pop(request, None)
+    if optional:
+        first = final = await once()
+    else:
+        first, final = await confirmed(once, pull.target.recheck_delay)
+    del pull.manifests_in_flight[request]
+    if optional and final.outcome is Outcome.MANIFEST_UNKNOWN:
+        return None
     parsed: ImageManifest | Index | None = None
     if final.outcome is not Outcome.OK:
-        result = _failed(final, first, expected, platform)
+        result = failed_result(final, first, expected, platform)
     else:
         manifest = bodies["last"]
         try:
@@ -181,7 +183,9 @@ async def read_manifest(
                 status=final.status,
                 request_id_=final.request_id,
             )
-            result = _failed(replace(bad, digest=manifest.digest), first, manifest.digest, platform)
+            result = failed_result(
+                replace(bad, digest=manifest.digest), first, manifest.digest, platform
+            )
         else:
             result = ManifestResult(
                 digest=manifest.digest,
@@ -233,23 +237,23 @@ async def read_image(
     if referrer is None:
         pull.leaves[position] = LeafDates(config, manifest.created)
         pull.reached.append(platform)
-    pull.skipped += [
-        Skipped(
-            layer.digest,
-            "layer",
-            platform,
-            SkipReason.EMPTY_LAYER,
-            "a schema 1 layer its history marks empty (throwaway); runtimes never download it",
+    for layer in manifest.empty_layers:
+        pull.skip(
+            Skipped(
+                layer.digest,
+                "layer",
+                platform,
+                SkipReason.EMPTY_LAYER,
+                "a schema 1 layer its history marks empty (throwaway); runtimes never download it",
+            )
         )
-        for layer in manifest.empty_layers
-    ]
     fetches = []
     for layer in manifest.layers:
         if layer.digest in pull.blobs or layer.digest in pull.in_flight:
             continue
         foreign = is_non_distributable(layer.media_type) and bool(layer.urls)
         if foreign and pull.target.foreign_layers is ForeignLayers.SKIP:
-            pull.skipped.append(_foreign_skipped(layer, platform))
+            pull.skip(_foreign_skipped(layer, platform))
             continue
         if referrer is None and not foreign:
             pull.layers.add(layer.digest)
