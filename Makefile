@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEBIAN_PACKAGES := docker-registry skopeo umoci containerd apache2-utils curl ca-certificates time openssl \
-	chromium \
+	chromium libatomic1 \
 	prometheus prometheus-alertmanager
 SOURCES := canary tests benchmarks dashboards deploy
 
