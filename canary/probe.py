@@ -59,7 +59,7 @@ class Pulled:
             duration_seconds=self.duration_seconds,
             evidence=self.evidence,
             pinned_digest=target.image.digest,
-            skipped=tuple(pull.skipped),
+            skipped=tuple(pull.skipped.values()),
             referrers=tuple(pull.referrers),
             requirements=pull.requirements,
             referrers_checked=pull.referrers_checked,
@@ -144,7 +144,6 @@ async def _pull(client: RegistryClient, pull: PullState) -> None:
                 )
             )
     if pull.target.referrers is not None and top is not None:
-        pull.stage = "referrers"
         await check_referrers(client, pull, top)
 
 

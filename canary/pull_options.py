@@ -25,7 +25,7 @@ class Kind:
     """A kind of referrer a catalog can require by name: cosign's tag suffix for it, and the
     artifact types cosign (OCI 1.1 mode) and notation give it."""
 
-    cosign_suffix: str | None
+    cosign_suffix: str
     artifact_types: frozenset[str]
 
 

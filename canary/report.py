@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from canary.results import BlobResult, ImageResult, ManifestResult, Outcome, PublishedStatus
+from canary.results import BlobResult, ImageResult, ManifestResult, PublishedStatus
 
 Key = tuple[str, str, str]
 # How many pulls each (environment, repository, tag) took under `probe --wait-until-healthy`.
@@ -52,9 +52,9 @@ def referrer_summary(result: ImageResult) -> str:
     """How many referrers the pull read, and each requirement's state: `2 (signature ok)`."""
     if not result.referrers_checked:
         return "-"
-    read = sum(1 for r in result.referrers if r.outcome is Outcome.OK)
     states = {True: "ok", False: "MISSING", None: "unknown"}
     met = [f"{name} {states[state]}" for name, state in result.requirements]
+    read = result.referrers_read
     return f"{read} ({', '.join(met)})" if met else str(read)
 
 
@@ -77,7 +77,7 @@ def _what(item: ManifestResult | BlobResult) -> str:
         what = f"{item.kind} {item.digest}"
         if item.referrer:
             what += f" of referrer {item.referrer}"
-    elif item.found_via is not None or item.artifact_type is not None:
+    elif item.is_referrer:
         what = " ".join(filter(None, ["referrer", item.artifact_type, item.digest]))
         if item.found_via is not None:
             what += f" (found via {item.found_via})"

@@ -143,6 +143,10 @@ class ManifestResult:
     artifact_type: str | None = None
     found_via: ReferrerSource | None = None
 
+    @property
+    def is_referrer(self) -> bool:
+        return self.found_via is not None or self.artifact_type is not None
+
     def to_dict(self) -> dict[str, Any]:
         document: dict[str, Any] = {
             "digest": self.digest,
@@ -156,7 +160,7 @@ class ManifestResult:
             "platform": self.platform,
             "evidence": self.evidence.to_dict() if self.evidence else None,
         }
-        if self.artifact_type is not None or self.found_via is not None:
+        if self.is_referrer:
             document["artifact_type"] = self.artifact_type
             document["found_via"] = str(self.found_via) if self.found_via else None
         return document
@@ -298,6 +302,11 @@ class ImageResult:
             if blob.outcome is Outcome.BLOB_UNKNOWN and blob.hop is not Hop.FOREIGN
         )
         return count if count or self.ok else None
+
+    @property
+    def referrers_read(self) -> int:
+        """How many of the image's referrers the pull found and read."""
+        return sum(1 for referrer in self.referrers if referrer.outcome is Outcome.OK)
 
     @property
     def verified_blobs(self) -> int:

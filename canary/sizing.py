@@ -14,7 +14,6 @@ from canary.registry.errors import RegistryError
 from canary.registry.media import (
     ImageManifest,
     ManifestError,
-    is_non_distributable,
     parse_manifest,
 )
 from canary.registry.selection import MAX_INDEX_DEPTH, select
@@ -65,7 +64,7 @@ async def _layers(client: RegistryClient, target: Target, into: Measured) -> Non
     unsized = 0
     for manifest in manifests:
         for layer in manifest.layers:
-            if is_non_distributable(layer.media_type) and layer.urls:
+            if layer.foreign:
                 continue  # not the registry's to serve, and never under the budget
             if layer.size is None:
                 unsized += 1

@@ -254,13 +254,17 @@ class Skopeo:
         *,
         all_platforms: bool = False,
         manifest_format: str | None = None,
+        compress_format: str | None = None,
     ) -> None:
-        """`skopeo copy oci:LAYOUT:REF docker://HOST/REPO:TAG`, every platform with `--all`."""
+        """`skopeo copy oci:LAYOUT:REF docker://HOST/REPO:TAG`, every platform with `--all`,
+        layers recompressed with `compress_format` (gzip, zstd)."""
         args = ["copy", "--quiet", "--dest-tls-verify=false"]
         if all_platforms:
             args.append("--all")
         if manifest_format is not None:
             args += ["--format", manifest_format]
+        if compress_format is not None:
+            args += ["--dest-compress-format", compress_format]
         self._run(*args, f"oci:{layout}:{ref}", self.reference(repository, tag))
 
     def inspect_raw(self, repository: str, tag_or_digest: str) -> bytes:

@@ -22,7 +22,7 @@ from aiohttp import web
 from canary.config import Config
 from canary.faults import Fault, FaultProxy
 from canary.probe import probe_catalog
-from canary.registry.client import TOO_BIG, RegistryClient
+from canary.registry.client import RegistryClient
 from canary.registry.media import OCI_MANIFEST
 from canary.results import Hop, ImageResult, Outcome
 from canary.seed import seed
@@ -453,7 +453,7 @@ class TestManifestBodies:
             [manifest] = result.manifests
             assert manifest.status == 200
             assert manifest.evidence is not None
-            assert manifest.evidence.detail == TOO_BIG
+            assert manifest.evidence.detail == "manifest larger than 4 MiB"
 
     def test_malformed_json_manifest(self, proxy: FaultProxy, registry: LocalRegistry) -> None:
         """A 200 manifest whose body is not JSON is invalid_response."""

@@ -197,17 +197,7 @@ class TestCompression:
         tmp_path: Path,
     ) -> None:
         skopeo = Skopeo(registry.url, tmp_path / "skopeo")
-        skopeo._run(
-            "copy",
-            "--quiet",
-            "--dest-tls-verify=false",
-            "--format",
-            "oci",
-            "--dest-compress-format",
-            "zstd",
-            f"oci:{layout}:v1",
-            skopeo.reference("zstd/app", "v1"),
-        )
+        skopeo.push(layout, "v1", "zstd/app", "v1", manifest_format="oci", compress_format="zstd")
         document = json.loads(skopeo.inspect_raw("zstd/app", "v1"))
         layers = {layer["digest"] for layer in document["layers"]}
         assert {layer["mediaType"] for layer in document["layers"]} == {
@@ -434,7 +424,9 @@ class TestMountedBlobs:
 
 
 class TestReferrers:
-    def _signed(self, registry: LocalRegistry, tmp_path: Path) -> tuple[shapes.Manifest, str]:
+    def _signed(
+        self, registry: LocalRegistry, tmp_path: Path
+    ) -> tuple[shapes.Manifest, shapes.Manifest, shapes.Manifest]:
         """An image, an SBOM pushed by oras with a subject, listed in the tag-schema index as a
         client without the referrers API keeps it, and a cosign signature under its tag."""
         subject = shapes.image("signed")
@@ -459,35 +451,35 @@ class TestReferrers:
         pusher.manifest("signed/app", listed, subject.digest.replace(":", "-"))
         signature = shapes.cosign_signature(subject)
         pusher.manifest("signed/app", signature, shapes.cosign_tag(subject, "sig"))
-        return signature, sbom_digest
+        return subject, signature, shapes.Manifest(sbom_body, shapes.OCI_MANIFEST)
 
     def test_signature_and_sbom_found_and_verified(
         self, registry: LocalRegistry, tmp_path: Path
     ) -> None:
-        signature, sbom = self._signed(registry, tmp_path)
+        subject, signature, sbom = self._signed(registry, tmp_path)
         result = one(tmp_path, registry, "signed/app", referrers={"require": ["signature", "sbom"]})
         assert result["outcome"] == "ok", result
         assert result["requirements"] == {"signature": True, "sbom": True}
         assert sorted((r["digest"], r["found_via"]) for r in result["referrers"]) == sorted(
-            [(signature.digest, "cosign_tag"), (sbom, "tag_schema")]
+            [(signature.digest, "cosign_tag"), (sbom.digest, "tag_schema")]
         )
-        referred = {b["digest"] for b in result["blobs"] if b["referrer"]}
-        assert {b.digest for b in signature.blobs} <= referred
+        by_referrer = {(b["referrer"], b["digest"]) for b in result["blobs"] if b["referrer"]}
+        sbom_document = json.loads(sbom.body)
+        sbom_blobs = [sbom_document["config"], *sbom_document["layers"]]
+        assert by_referrer == {(signature.digest, b.digest) for b in signature.blobs} | {
+            (sbom.digest, b["digest"]) for b in sbom_blobs
+        }
 
-        registry.remove_tag("signed/app", shapes.cosign_tag(self._subject(), "sig"))
+        registry.remove_tag("signed/app", shapes.cosign_tag(subject, "sig"))
         unsigned = one(tmp_path, registry, "signed/app", referrers={"require": ["signature"]})
         assert unsigned["outcome"] == "referrer_missing"
         assert unsigned["requirements"] == {"signature": False}
 
     def test_lost_links_reach_the_referrers(self, registry: LocalRegistry, tmp_path: Path) -> None:
-        signature, _ = self._signed(registry, tmp_path)
+        _, signature, _ = self._signed(registry, tmp_path)
         registry.remove_layer_links("signed/app")
         result = one(tmp_path, registry, "signed/app", referrers={"require": ["signature"]})
         assert result["outcome"] == "blob_unknown"
         by_referrer = {b["digest"] for b in result["blobs"] if b["referrer"] == signature.digest}
         assert by_referrer == {b.digest for b in signature.blobs}
         assert by_referrer <= lost(result)
-
-    @staticmethod
-    def _subject() -> shapes.Manifest:
-        return shapes.image("signed")

@@ -21,7 +21,7 @@ async def check_referrers(client: RegistryClient, pull: PullState, subject: str)
     registry cannot list referrers, a requirement cosign's tags do not meet is unknown."""
     options = pull.target.referrers
     assert options is not None  # the caller checked
-    pull.referrers_checked = True
+    pull.reading_referrers = True
     kinds: dict[str, tuple[str | None, str | None]] = {}
     handled: set[str] = set()
     listed = False
@@ -36,6 +36,7 @@ async def check_referrers(client: RegistryClient, pull: PullState, subject: str)
     pull.requirements = tuple(
         (r, True if r not in missing else (False if listed else None)) for r in options.require
     )
+    pull.referrers_checked = True
     if not listed:
         return
     url = safe_url(f"{client.base_url}/v2/{pull.target.image.repository}/referrers/{subject}")
@@ -60,7 +61,7 @@ _SOURCES = {source: rank for rank, source in enumerate(ReferrerSource)}
 
 
 def _order(result: ManifestResult) -> tuple[int, str, str]:
-    source = _SOURCES.get(result.found_via, len(_SOURCES)) if result.found_via else len(_SOURCES)
+    source = _SOURCES[result.found_via] if result.found_via else len(_SOURCES)
     return source, result.artifact_type or "", result.digest or ""
 
 

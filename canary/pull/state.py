@@ -4,8 +4,8 @@ becomes the pull's outcome."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
@@ -27,10 +27,9 @@ from canary.results import (
     SkipReason,
 )
 
-MAX_CONFIG_BYTES = 8 * 1024 * 1024
 
-
-@dataclass(slots=True)
+# eq=False: each request is its own entry, however alike two are.
+@dataclass(slots=True, eq=False)
 class InFlight:
     """A manifest request under way, so that a timeout can say which ones it cut off."""
 
@@ -47,34 +46,25 @@ class PullState:
     manifests: list[ManifestResult] = field(default_factory=list)
     blobs: dict[str, BlobResult] = field(default_factory=dict)
     in_flight: dict[str, tuple[BlobKind, str | None, float, Where]] = field(default_factory=dict)
-    manifests_in_flight: dict[int, InFlight] = field(default_factory=dict)
+    manifests_in_flight: set[InFlight] = field(default_factory=set)
     # Per image manifest reached, by its position in the walk: what its config and annotations
     # say of its date, so the date never depends on timing.
     leaves: dict[Position, LeafDates] = field(default_factory=dict)
     index_created: str | None = None  # the top index's created annotation
     reached: list[str | None] = field(default_factory=list)  # platforms of the manifests reached
     visited: set[str] = field(default_factory=set)  # manifest digests, each pulled once
-    skipped: list[Skipped] = field(default_factory=list)
+    # Left out on purpose, by digest: once however many manifests name it.
+    skipped: dict[str, Skipped] = field(default_factory=dict)
     referrers: list[ManifestResult] = field(default_factory=list)
     requirements: tuple[tuple[str, bool | None], ...] = ()
-    referrers_checked: bool = False
-    stage: str = "manifest"
+    reading_referrers: bool = False  # the image is done; its referrers are being read
+    referrers_checked: bool = False  # they were, to the end
     budget: BlobBudget | None = None
     layers: set[str] = field(default_factory=set)  # every layer the manifests name
     top_is_index: bool = False
 
     def skip(self, skipped: Skipped) -> None:
-        """Record something left out on purpose, once however many manifests name it."""
-        if all(s.digest != skipped.digest for s in self.skipped):
-            self.skipped.append(skipped)
-
-
-_requests = itertools.count()
-
-
-def next_request() -> int:
-    """A key for a manifest request in flight, unique within the process."""
-    return next(_requests)
+        self.skipped.setdefault(skipped.digest, skipped)
 
 
 async def confirmed(fetch: Callable[[], Awaitable[Fetch]], delay: float) -> tuple[Fetch, Fetch]:
@@ -99,40 +89,37 @@ def verified_nothing(pull: PullState) -> bool:
     return not any(blob.referrer is None for blob in pull.blobs.values())
 
 
+_SKIPPED = {
+    SkipReason.ATTESTATION: "attestation manifest(s)",
+    SkipReason.NON_DISTRIBUTABLE: "non-distributable layer(s)",
+    SkipReason.EMPTY_LAYER: "empty schema 1 layer(s)",
+}
+
+
 def why_nothing(pull: PullState) -> str:
-    attestations = sum(1 for s in pull.skipped if s.reason is SkipReason.ATTESTATION)
-    foreign = sum(1 for s in pull.skipped if s.reason is SkipReason.NON_DISTRIBUTABLE)
-    empty = sum(1 for s in pull.skipped if s.reason is SkipReason.EMPTY_LAYER)
     if not pull.reached:
         what = "the index names no image manifest to pull"
         if pull.target.platforms != "all":
             what += f" for {', '.join(pull.target.platforms)}"
     else:
         what = f"no blob of the {len(pull.reached)} image manifest(s) reached was verified"
-    reasons = []
-    if attestations:
-        reasons.append(f"{attestations} attestation manifest(s) skipped")
-    if foreign:
-        reasons.append(f"{foreign} non-distributable layer(s) skipped")
-    if empty:
-        reasons.append(f"{empty} empty schema 1 layer(s) skipped")
+    counts = Counter(s.reason for s in pull.skipped.values())
+    reasons = [f"{counts[r]} {what} skipped" for r, what in _SKIPPED.items() if counts[r]]
     return f"nothing verified: {what}" + (f" ({', '.join(reasons)})" if reasons else "")
 
 
 def stage_of(pull: PullState) -> str:
     """What a timed-out pull was waiting for."""
-    if pull.stage == "referrers":
+    if pull.reading_referrers:
         return "referrers"
     if pull.in_flight:
         return "blobs"
-    if pull.manifests_in_flight:
-        return "platform manifests" if pull.manifests else "manifest"
-    return pull.stage
+    return "platform manifests" if pull.manifests else "manifest"
 
 
 def time_out(pull: PullState, evidence: Evidence) -> None:
     now = time.monotonic()
-    for waiting in pull.manifests_in_flight.values():
+    for waiting in pull.manifests_in_flight:
         cut = ManifestResult(
             digest=waiting.expected,
             outcome=Outcome.TIMEOUT,

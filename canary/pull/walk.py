@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 from canary.config import BlobCheck
 from canary.published.pulled import LeafDates, Position
-from canary.pull.state import InFlight, PullState, as_referrer, confirmed, next_request
+from canary.pull.state import InFlight, PullState, as_referrer, confirmed
 from canary.pull_options import ForeignLayers
 from canary.registry.client import Manifest, RegistryClient, Where
 from canary.registry.errors import RegistryError, failure, safe_url
@@ -20,7 +20,6 @@ from canary.registry.media import (
     ImageManifest,
     Index,
     ManifestError,
-    is_non_distributable,
     parse_image_config,
     parse_manifest,
 )
@@ -59,7 +58,6 @@ async def walk(
     digest, parsed = read.result.digest, read.parsed
     pull.visited.add(digest)
     if isinstance(parsed, ImageManifest):
-        pull.stage = "blobs"
         await read_image(client, pull, parsed, platform, position)
         return digest
     if depth == 0:
@@ -84,7 +82,6 @@ async def walk(
             pull.manifests.append(_too_deep(client, pull, entry))
             continue
         children.append(entry)
-    pull.stage = "platform manifests"
     await asyncio.gather(
         *(
             walk(client, pull, e.digest, e.digest, e.platform, (*position, i), depth + 1)
@@ -157,14 +154,14 @@ async def read_manifest(
         bodies["last"] = manifest
         return manifest.fetch
 
-    request = next_request()
     # Left in place when the pull's timeout cancels the request, so the timeout can name it.
-    pull.manifests_in_flight[request] = InFlight(expected, platform, referrer)
+    request = InFlight(expected, platform, referrer)
+    pull.manifests_in_flight.add(request)
     if optional:
         first = final = await once()
     else:
         first, final = await confirmed(once, pull.target.recheck_delay)
-    del pull.manifests_in_flight[request]
+    pull.manifests_in_flight.remove(request)
     if optional and final.outcome is Outcome.MANIFEST_UNKNOWN:
         return None
     parsed: ImageManifest | Index | None = None
@@ -251,7 +248,7 @@ async def read_image(
     for layer in manifest.layers:
         if layer.digest in pull.blobs or layer.digest in pull.in_flight:
             continue
-        foreign = is_non_distributable(layer.media_type) and bool(layer.urls)
+        foreign = layer.foreign
         if foreign and pull.target.foreign_layers is ForeignLayers.SKIP:
             pull.skip(_foreign_skipped(layer, platform))
             continue
@@ -319,11 +316,10 @@ async def read_blob(
         if kind is BlobKind.LAYER and mode is BlobCheck.GET and referrer is None
         else None
     )
-    foreign = is_non_distributable(blob.media_type) and bool(blob.urls)
 
     async def once() -> Fetch:
         keep = MAX_CONFIG_BYTES if kind is BlobKind.CONFIG else 0
-        if foreign:
+        if blob.foreign:
             fetch = await _fetch_foreign(client, repository, blob, mode, where)
             bodies.append(None)
             return fetch

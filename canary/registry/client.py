@@ -19,6 +19,7 @@ from canary import __version__
 from canary.config import DIGEST_RE, BlobCheck, Environment
 from canary.registry.auth import Authenticator, pull_scope
 from canary.registry.errors import (
+    TRANSPORT_ERRORS,
     RegistryError,
     Subject,
     failure,
@@ -44,13 +45,11 @@ from canary.servers import Alertmanager, GitLab
 
 USER_AGENT = f"registry-canary/{__version__}"
 MAX_REDIRECTS = 5
-TOO_BIG = "manifest larger than 4 MiB"
 ERROR_BODY_BYTES = 64 * 1024
 READ_BUFFER = 1024 * 1024
 # The referrers API pages its answer with Link headers; a registry that never stops is cut off.
 MAX_REFERRER_PAGES = 10
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 
 
 def ssl_context(server: Environment | Alertmanager | GitLab) -> ssl.SSLContext | bool:
@@ -313,15 +312,7 @@ class RegistryClient:
             raw = response.raw
             if raw.status != 200:
                 raise RegistryError(await error_fetch(response, "manifest", "GET"))
-            if (raw.content_length or 0) > MAX_MANIFEST_BYTES:
-                raise RegistryError(response.fail(Outcome.INVALID_RESPONSE, TOO_BIG))
-            try:
-                body = await response.read_up_to(MAX_MANIFEST_BYTES + 1)
-            except TRANSPORT_ERRORS as exc:
-                fetch = outcome_for_exception(exc, hop=response.hop, url=response.url)
-                raise RegistryError(fetch) from exc
-            if len(body) > MAX_MANIFEST_BYTES:
-                raise RegistryError(response.fail(Outcome.INVALID_RESPONSE, TOO_BIG))
+            body = await response.read_document(MAX_MANIFEST_BYTES, "manifest")
             served = raw.headers.get("Docker-Content-Digest")
             content_type = raw.headers.get("Content-Type")
             # Per algorithm, the digest as registries define it (schema 1: of the payload).
@@ -426,11 +417,8 @@ class RegistryClient:
                 ) as response:
                     if response.raw.status != 200:
                         return await error_fetch(response, "other", "GET"), pages
-                    body = await response.read_up_to(MAX_MANIFEST_BYTES + 1)
-                    if len(body) > MAX_MANIFEST_BYTES:
-                        return response.fail(Outcome.INVALID_RESPONSE, TOO_BIG), pages
-                    pages.append(body)
-                    fetch = response.ok(len(body))
+                    pages.append(await response.read_document(MAX_MANIFEST_BYTES, "referrers list"))
+                    fetch = response.ok(len(pages[-1]))
                     path = next_page(response.raw.headers.getall("Link", []), response.url)
             except RegistryError as exc:
                 return exc.fetch, pages

@@ -48,6 +48,8 @@ _CODES = {
 _STATUSES = {401: Outcome.UNAUTHORIZED, 403: Outcome.DENIED, 429: Outcome.TOOMANYREQUESTS}
 
 MAX_TEXT = 300
+# What a request can fail with before or while its answer arrives.
+TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 
 Subject = Literal["manifest", "blob", "other"]
 

@@ -18,11 +18,8 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-OCI_EMPTY = "application/vnd.oci.empty.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-OCI_LAYER_NONDISTRIBUTABLE_GZIP = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
-DOCKER_FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
 # The manifest annotation Helm 3.13+, ORAS and buildx write with the artifact's build date.
 CREATED_ANNOTATION = "org.opencontainers.image.created"
 # buildx marks the attestation manifests it puts in an index with this annotation.
@@ -30,7 +27,6 @@ REFERENCE_TYPE_ANNOTATION = "vnd.docker.reference.type"
 
 IMAGE_MANIFESTS = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 INDEXES = frozenset({OCI_INDEX, DOCKER_LIST})
-IMAGE_CONFIGS = frozenset({OCI_CONFIG, DOCKER_CONFIG})
 # containerd's Accept list, with schema 1 after every current type, as containerd 1.x asks for
 # it: a registry that holds both serves the current one.
 ACCEPT = ", ".join(
@@ -105,6 +101,11 @@ class Descriptor:
     artifact_type: str | None = None
     attestation: bool = False  # an index entry that buildx marked as an attestation manifest
 
+    @property
+    def foreign(self) -> bool:
+        """A non-distributable layer with `urls`: not the registry's to serve."""
+        return is_non_distributable(self.media_type) and bool(self.urls)
+
 
 @dataclass(frozen=True, slots=True)
 class ImageManifest:
@@ -115,18 +116,10 @@ class ImageManifest:
     config: Descriptor | None
     layers: tuple[Descriptor, ...]
     artifact_type: str | None = None
-    subject: str | None = None  # the digest of the manifest this one refers to
     created: str | None = None  # the org.opencontainers.image.created annotation, verbatim
     embedded_config: ImageConfig | None = None  # schema 1: the newest history entry
     # Schema 1: layers its history marks empty, which runtimes never download.
     empty_layers: tuple[Descriptor, ...] = ()
-
-    @property
-    def kind(self) -> str:
-        """What the manifest holds, as its config says: an image, or an artifact."""
-        if self.config is None or self.config.media_type in IMAGE_CONFIGS:
-            return "image"
-        return "artifact"
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,14 +221,12 @@ def parse_manifest(body: bytes, content_type: str | None) -> ImageManifest | Ind
         layers = document.get("layers")
         if not isinstance(layers, list):
             raise ManifestError("manifest has no layers list")
-        subject = document.get("subject")
         artifact_type = document.get("artifactType")
         return ImageManifest(
             media_type=media_type,
             config=_descriptor(document.get("config"), "config"),
             layers=tuple(_descriptor(layer, f"layers[{i}]") for i, layer in enumerate(layers)),
             artifact_type=artifact_type if isinstance(artifact_type, str) else None,
-            subject=_descriptor(subject, "subject").digest if subject is not None else None,
             created=_created(document),
         )
     if media_type in schema1.MEDIA_TYPES:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from canary.registry.auth import pull_scope
-from canary.registry.client import TRANSPORT_ERRORS, RegistryClient, error_fetch, next_page
-from canary.registry.errors import RegistryError, Subject, outcome_for_exception
+from canary.registry.client import RegistryClient, error_fetch, next_page
+from canary.registry.errors import RegistryError, Subject
 from canary.registry.media import ACCEPT, digest_of
 from canary.registry.response import Response
 from canary.results import Fetch, Outcome, WriteOperation, WriteOutcome
@@ -296,15 +296,7 @@ async def list_tags(client: RegistryClient, repository: str, page: int = TAGS_PA
                 if raw.status == 404 and code in (None, "NAME_UNKNOWN"):
                     return []
                 raise RegistryError(fetch)
-            try:
-                body = await response.read_up_to(MAX_TAGS_BODY + 1)
-            except TRANSPORT_ERRORS as exc:
-                fetch = outcome_for_exception(exc, hop=response.hop, url=response.url)
-                raise RegistryError(fetch) from exc
-            if len(body) > MAX_TAGS_BODY:
-                raise RegistryError(
-                    response.fail(Outcome.INVALID_RESPONSE, "tag list larger than 4 MiB")
-                )
+            body = await response.read_document(MAX_TAGS_BODY, "tag list")
             page_tags = _tags_of(body)
             if page_tags is None:
                 raise RegistryError(

@@ -39,7 +39,7 @@ class Listing:
 
 # cosign's tag suffixes, each tried: a catalog that requires nothing still wants whatever exists
 # verified, and a registry answers a missing tag with a cheap 404.
-COSIGN_SUFFIXES = tuple(kind.cosign_suffix for kind in KINDS.values() if kind.cosign_suffix)
+COSIGN_SUFFIXES = tuple(kind.cosign_suffix for kind in KINDS.values())
 
 
 def tag_schema(digest: str) -> str:

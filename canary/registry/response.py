@@ -7,7 +7,13 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from canary.registry.errors import failure, request_id
+from canary.registry.errors import (
+    TRANSPORT_ERRORS,
+    RegistryError,
+    failure,
+    outcome_for_exception,
+    request_id,
+)
 from canary.registry.media import Descriptor, Digester
 from canary.results import Fetch, Hop, Outcome
 
@@ -42,6 +48,20 @@ class Response:
             status=self.raw.status,
             request_id_=request_id(self.raw.headers),
         )
+
+    async def read_document(self, limit: int, what: str) -> bytes:
+        """The whole body of a document of at most `limit` bytes (a manifest, a tag list);
+        raises RegistryError when it is larger or the connection fails midway."""
+        too_big = f"{what} larger than {limit // (1024 * 1024)} MiB"
+        if (self.raw.content_length or 0) > limit:
+            raise RegistryError(self.fail(Outcome.INVALID_RESPONSE, too_big))
+        try:
+            body = await self.read_up_to(limit + 1)
+        except TRANSPORT_ERRORS as exc:
+            raise RegistryError(outcome_for_exception(exc, hop=self.hop, url=self.url)) from exc
+        if len(body) > limit:
+            raise RegistryError(self.fail(Outcome.INVALID_RESPONSE, too_big))
+        return body
 
     async def read_up_to(self, limit: int) -> bytes:
         """Up to `limit` bytes of the body; fewer only when the body ends first."""

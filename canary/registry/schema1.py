@@ -30,7 +30,7 @@ def _base64url(text: object, what: str) -> bytes:
         raise Schema1Error(f"{what} is not base64url") from None
 
 
-def payload(body: bytes, document: dict[str, Any] | None = None) -> bytes:
+def payload(body: bytes) -> bytes:
     """The bytes a schema 1 manifest's digest is taken over.
 
     A signed manifest (libtrust's "pretty" JWS) is the signed JSON with a `signatures` member
@@ -40,11 +40,10 @@ def payload(body: bytes, document: dict[str, Any] | None = None) -> bytes:
     `stripSignature`) is that of the signed part plus the tail. An unsigned manifest is its own
     payload.
     """
-    if document is None:
-        try:
-            document = json.loads(body)
-        except (ValueError, RecursionError):
-            raise Schema1Error("the manifest is not JSON") from None
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        raise Schema1Error("the manifest is not JSON") from None
     if not isinstance(document, dict):
         raise Schema1Error("the manifest is not a JSON object")
     signatures = document.get("signatures")

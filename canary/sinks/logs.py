@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from canary.config import Target
-from canary.results import BlobResult, ControlResult, ImageResult, ManifestResult, Outcome
+from canary.results import BlobResult, ControlResult, ImageResult, ManifestResult
 
 
 def _failure(item: ManifestResult | BlobResult) -> dict[str, Any]:
     kind = str(item.kind) if isinstance(item, BlobResult) else "manifest"
-    if isinstance(item, ManifestResult) and (item.found_via or item.artifact_type):
+    if isinstance(item, ManifestResult) and item.is_referrer:
         kind = "referrer"
     fields: dict[str, Any] = {
         "outcome": str(item.outcome),
@@ -62,7 +62,7 @@ class LogSink:
             reasons = Counter(str(s.reason) for s in result.skipped)
             fields["skipped"] = dict(sorted(reasons.items()))
         if result.referrers_checked:
-            fields["referrers"] = sum(1 for r in result.referrers if r.outcome is Outcome.OK)
+            fields["referrers"] = result.referrers_read
             if result.requirements:
                 fields["requirements"] = dict(result.requirements)
         if not result.ok:

@@ -88,11 +88,7 @@ class MetricsSink:
         removals += [(m.probes_skipped, (environment, r)) for r in ("overlap", "rate_limited")]
         removals += [
             (m.skipped, (environment, kind, reason))
-            for kind, reason in (
-                ("manifest", SkipReason.ATTESTATION),
-                ("layer", SkipReason.NON_DISTRIBUTABLE),
-                ("layer", SkipReason.EMPTY_LAYER),
-            )
+            for kind, reason in itertools.product(("manifest", "layer"), SkipReason)
         ]
         for kind in BlobKind:
             removals += [(m.blob_fetch_duration, (environment, kind))]
@@ -144,8 +140,7 @@ class MetricsSink:
         for skipped in result.skipped:
             m.skipped.labels(env, skipped.kind, skipped.reason).inc()
         if result.referrers_checked:
-            read = sum(1 for r in result.referrers if r.outcome is Outcome.OK)
-            self._touch(key, m.image_referrers, *key).set(read)
+            self._touch(key, m.image_referrers, *key).set(result.referrers_read)
         for requirement, met in result.requirements:
             if met is not None:
                 metric = m.referrer_requirement_met
